@@ -1,0 +1,1 @@
+"""Datalists of the challenge layouts, cross-validation splits and synthetic demo data."""

@@ -1,0 +1,1 @@
+"""Ignite workflows (MONAI engine subclasses): semi-supervised trainers and batch inference."""

@@ -1,0 +1,1 @@
+"""Ignite event handlers used by the bundles' workflows."""

@@ -1,0 +1,1 @@
+"""Loss functions of the podium recipes that MONAI lacks or that combine MONAI losses."""

@@ -1,0 +1,1 @@
+"""Challenge metrics, computed exactly as the organisers compute them."""

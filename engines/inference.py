@@ -1,0 +1,188 @@
+"""Inference over a folder of new cases that survives bad cases.
+
+MONAI's ``SupervisedEvaluator`` stops at the first exception raised by a transform. A user running a
+bundle on a folder of new cases wants the other way round, as nnU-Net's predictor does: every readable
+case is predicted and written, each unreadable one is reported by name, and the run ends with a summary
+and a non-zero exit status when anything failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.inferers import Inferer, SimpleInferer
+from tqdm import tqdm
+
+from utils.atomic import write_text_atomic
+
+__all__ = ["CaseFailure", "CaseInferenceWorkflow", "InferenceFailed", "InferenceReport"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CaseFailure:
+    """A case that could not be predicted, and why."""
+
+    case: str
+    stage: str
+    error: str
+
+
+@dataclass
+class InferenceReport:
+    """What a run did: the cases written, the cases that failed and the time spent per case."""
+
+    succeeded: list[str] = field(default_factory=list)
+    failed: list[CaseFailure] = field(default_factory=list)
+    case_ms: dict[str, float] = field(default_factory=dict)
+    network_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_case_ms(self) -> float:
+        """Mean wall time per written case (reading, network, post-processing and writing)."""
+        return sum(self.case_ms.values()) / max(len(self.case_ms), 1)
+
+    @property
+    def mean_network_ms(self) -> float:
+        """Mean time per case spent in the network (and its inferer) alone."""
+        return sum(self.network_ms.values()) / max(len(self.network_ms), 1)
+
+    def summary(self) -> str:
+        lines = [
+            f"{len(self.succeeded)} case(s) written, {len(self.failed)} failed; "
+            f"mean {self.mean_case_ms:.1f} ms per case ({self.mean_network_ms:.1f} ms in the network)"
+        ]
+        lines += [f"  FAILED {f.case} ({f.stage}): {f.error}" for f in self.failed]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "succeeded": self.succeeded,
+            "failed": [vars(f) for f in self.failed],
+            "case_ms": self.case_ms,
+            "network_ms": self.network_ms,
+            "mean_case_ms": self.mean_case_ms,
+            "mean_network_ms": self.mean_network_ms,
+        }
+
+
+class InferenceFailed(RuntimeError):
+    """Raised at the end of a run in which some cases failed (after all other cases were written)."""
+
+    def __init__(self, report: InferenceReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+class CaseInferenceWorkflow:
+    """Predict cases one by one: ``preprocessing -> inferer(network) -> postprocessing`` on each data dict.
+
+    A case whose preprocessing, prediction or postprocessing (which includes the writer transforms)
+    raises is logged with its name and the error, and the run carries on. After the last case the
+    summary is logged, written to ``report_path`` (JSON) when given, and :class:`InferenceFailed` is
+    raised if any case failed, so that the command exits with a non-zero status.
+
+    Args:
+        datalist: one dict per case; ``case_key`` names it in reports.
+        preprocessing: dictionary transform producing ``image_key`` (channel-first, unbatched).
+        network: the model; put in eval mode by the workflow.
+        postprocessing: dictionary transform receiving the data dict with ``pred_key`` (unbatched network
+            output) added; it ends with the writers.
+        inferer: how to apply the network (default: the whole image at once).
+        device: where the network runs.
+        amp: autocast the network in float16 on CUDA (bfloat16 on CPU).
+        report_path: where to write the JSON report, if anywhere.
+        raise_on_failure: raise :class:`InferenceFailed` at the end when a case failed.
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        datalist: Sequence[dict],
+        preprocessing: Callable[[dict], dict],
+        network: torch.nn.Module,
+        postprocessing: Callable[[dict], dict],
+        inferer: Inferer | None = None,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        image_key: str = "image",
+        pred_key: str = "pred",
+        case_key: str = "case",
+        report_path: str | Path | None = None,
+        raise_on_failure: bool = True,
+        progress: bool = True,
+    ) -> None:
+        self.datalist = list(datalist)
+        self.preprocessing = preprocessing
+        self.network = network
+        self.postprocessing = postprocessing
+        self.inferer = inferer if inferer is not None else SimpleInferer()
+        self.device = torch.device(device)
+        self.amp = amp
+        self.image_key = image_key
+        self.pred_key = pred_key
+        self.case_key = case_key
+        self.report_path = Path(report_path) if report_path is not None else None
+        self.raise_on_failure = raise_on_failure
+        self.progress = progress
+
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _case_name(self, item: dict, index: int) -> str:
+        name = item.get(self.case_key)
+        if name is None:
+            name = item.get(self.image_key, f"case {index}")
+        return str(name)
+
+    @torch.inference_mode()
+    def _predict(self, image: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            pred = self.inferer(image.unsqueeze(0).to(self.device), self.network)
+        return pred[0].float()
+
+    def run(self) -> InferenceReport:
+        """Predict every case; return the report (or raise :class:`InferenceFailed` after the last case)."""
+        self.network.to(self.device).eval()
+        report = InferenceReport()
+        cases = tqdm(self.datalist, desc="inference", unit="case", disable=not self.progress)
+        for index, item in enumerate(cases):
+            name = self._case_name(item, index)
+            start = time.perf_counter()
+            stage = "reading/preprocessing"
+            try:
+                data = self.preprocessing(dict(item))
+                stage = "prediction"
+                net_start = time.perf_counter()
+                data[self.pred_key] = self._predict(data[self.image_key])
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                network_ms = 1000 * (time.perf_counter() - net_start)
+                stage = "postprocessing/writing"
+                self.postprocessing(data)
+            except Exception as error:  # noqa: BLE001 - any failure of one case must not stop the others
+                message = f"{type(error).__name__}: {error}"
+                logger.error("case %s failed during %s: %s", name, stage, message)
+                report.failed.append(CaseFailure(name, stage, message))
+                continue
+            report.succeeded.append(name)
+            report.network_ms[name] = network_ms
+            report.case_ms[name] = 1000 * (time.perf_counter() - start)
+        logger.info(report.summary())
+        if self.report_path is not None:
+            write_text_atomic(self.report_path, json.dumps(report.to_dict(), indent=2))
+        if report.failed and self.raise_on_failure:
+            raise InferenceFailed(report)
+        return report

@@ -1,0 +1,1 @@
+"""Small utilities shared by every package (atomic file writing, ...)."""

@@ -83,6 +83,14 @@ class InferenceFailed(RuntimeError):
         self.report = report
 
 
+def _root_cause_message(error: BaseException) -> str:
+    """The innermost error's type and message: MONAI's ``Compose`` wraps a transform's error (which names the
+    file and the problem) in a ``RuntimeError`` about the transform."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {error}"
+
+
 class CaseInferenceWorkflow:
     """Predict cases one by one: ``preprocessing -> inferer(network) -> postprocessing`` on each data dict.
 
@@ -103,6 +111,8 @@ class CaseInferenceWorkflow:
         report_path: where to write the JSON report, if anywhere.
         raise_on_failure: raise :class:`InferenceFailed` at the end when a case failed.
         progress: show a progress bar.
+
+    After :meth:`run`, ``self.report`` holds the :class:`InferenceReport` (also when it raised).
     """
 
     def __init__(
@@ -134,6 +144,7 @@ class CaseInferenceWorkflow:
         self.report_path = Path(report_path) if report_path is not None else None
         self.raise_on_failure = raise_on_failure
         self.progress = progress
+        self.report = InferenceReport()
 
     def _autocast(self):
         if not self.amp:
@@ -156,7 +167,7 @@ class CaseInferenceWorkflow:
     def run(self) -> InferenceReport:
         """Predict every case; return the report (or raise :class:`InferenceFailed` after the last case)."""
         self.network.to(self.device).eval()
-        report = InferenceReport()
+        report = self.report = InferenceReport()
         cases = tqdm(self.datalist, desc="inference", unit="case", disable=not self.progress)
         for index, item in enumerate(cases):
             name = self._case_name(item, index)
@@ -173,7 +184,7 @@ class CaseInferenceWorkflow:
                 stage = "postprocessing/writing"
                 self.postprocessing(data)
             except Exception as error:  # noqa: BLE001 - any failure of one case must not stop the others
-                message = f"{type(error).__name__}: {error}"
+                message = _root_cause_message(error)
                 logger.error("case %s failed during %s: %s", name, stage, message)
                 report.failed.append(CaseFailure(name, stage, message))
                 continue

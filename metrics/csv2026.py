@@ -23,10 +23,14 @@ as an Ignite metric for MONAI's ``SupervisedEvaluator``.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import h5py
 import ignite.distributed as idist
 import numpy as np
 import torch
@@ -37,7 +41,12 @@ from ignite.metrics.metric import reinit__is_reduced
 from monai.metrics import compute_surface_dice
 from monai.utils import convert_to_tensor
 
+from transforms.io import read_h5_dataset
+from utils.atomic import write_text_atomic
+
 __all__ = [
+    "score_prediction_folder",
+    "write_score_report",
     "VIEWS",
     "CLASSES",
     "CLASS_WEIGHTS",
@@ -272,6 +281,73 @@ def format_score_table(table: Mapping[str, float]) -> str:
     if "time_ms" in table:
         lines.append(f"mean inference time per case: {table['time_ms']:.1f} ms")
     return "\n".join(lines)
+
+
+def score_prediction_folder(
+    pred_dir: str | os.PathLike,
+    datalist: Sequence[Mapping[str, Any]],
+    case_ms: Mapping[str, float] | None = None,
+    suffix: str = "_pred",
+    tolerance: float = 3.0,
+    empty_score: float = 1.0,
+) -> dict[str, Any]:
+    """Score submission files ``{case}{suffix}.h5`` (0/1/2 masks, ``cls``) against the cases' label files.
+
+    This is how the organisers score a submission: at each case's original resolution, from the files.
+    A case without a prediction file counts as an all-background, low-risk prediction (as a missing
+    submission would) and is listed under ``missing_predictions``.
+
+    Args:
+        pred_dir: folder of the prediction files.
+        datalist: items with ``"case"`` and ``"label"`` (the ``NNNN_label.h5`` path).
+        case_ms: inference time per case in ms (e.g. ``CaseInferenceWorkflow.report.case_ms``).
+    """
+    stored_to_class = {0: 0, 128: CLASSES["plaque"], 255: CLASSES["vessel"]}
+    case_scores, pred_cls, true_cls, missing = [], [], [], []
+    for item in datalist:
+        label_path = Path(item["label"])
+        with h5py.File(label_path, "r") as f:
+            gt = {v: read_h5_dataset(f, label_path, f"{v}_mask") for v in VIEWS}
+            true_cls.append(int(read_h5_dataset(f, label_path, "cls", expected_ndim=0)[0]))
+        for view, mask in gt.items():
+            unknown = sorted(set(np.unique(mask).tolist()) - set(stored_to_class))
+            if unknown:
+                raise ValueError(f"{label_path}: {view}_mask has values {unknown}; expected 0/128/255")
+            gt[view] = np.vectorize(stored_to_class.get, otypes=[np.uint8])(mask)
+        pred_path = Path(pred_dir) / f"{item['case']}{suffix}.h5"
+        if pred_path.is_file():
+            with h5py.File(pred_path, "r") as f:
+                pred = {v: read_h5_dataset(f, pred_path, f"{v}_mask") for v in VIEWS}
+                pred_cls.append(int(read_h5_dataset(f, pred_path, "cls", expected_ndim=0)[0]))
+            for view in VIEWS:
+                if pred[view].shape != gt[view].shape:
+                    raise ValueError(
+                        f"{pred_path}: {view}_mask has shape {pred[view].shape}, the label {gt[view].shape}"
+                    )
+        else:
+            missing.append(str(item["case"]))
+            pred = {v: np.zeros_like(gt[v]) for v in VIEWS}
+            pred_cls.append(0)
+        case_scores.append(
+            case_segmentation_scores(pred["long"], pred["trans"], gt["long"], gt["trans"], tolerance, empty_score)
+        )
+    times = None
+    if case_ms is not None:
+        times = [case_ms[str(item["case"])] for item in datalist if str(item["case"]) in case_ms]
+        times = times if len(times) == len(datalist) else None
+    table: dict[str, Any] = csv2026_score_table(case_scores, pred_cls, true_cls, times)
+    table["missing_predictions"] = missing
+    return table
+
+
+def write_score_report(table: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """Print the readable table, save ``table`` as JSON at ``path`` (atomically) and return the text."""
+    text = format_score_table(table)
+    if table.get("missing_predictions"):
+        text += f"\nno prediction (scored as background, low risk): {', '.join(table['missing_predictions'])}"
+    print(text, flush=True)
+    write_text_atomic(path, json.dumps(dict(table), indent=2))
+    return text
 
 
 def _default_output_transform(output: Mapping[str, Any]) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:

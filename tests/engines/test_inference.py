@@ -58,3 +58,21 @@ def test_bad_cases_are_reported_by_name_and_the_rest_written(tmp_path):
 def test_failures_can_be_returned_instead_of_raised():
     report = _workflow([{"case": "broken", "value": 0}], {}, raise_on_failure=False).run()
     assert [f.case for f in report.failed] == ["broken"] and report.succeeded == []
+
+
+def test_the_reported_error_is_the_transform_error_not_monai_wrapper():
+    from monai.transforms import Compose, Lambdad
+
+    def fail(_):
+        raise ValueError("0003.h5: dataset 'trans_img' not found")
+
+    workflow = CaseInferenceWorkflow(
+        datalist=[{"case": "0003", "image": 0}],
+        preprocessing=Compose([Lambdad("image", fail)]),
+        network=torch.nn.Identity(),
+        postprocessing=lambda d: d,
+        raise_on_failure=False,
+        progress=False,
+    )
+    failure = workflow.run().failed[0]
+    assert failure.error == "ValueError: 0003.h5: dataset 'trans_img' not found"

@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from ignite.engine import Engine
+
+from handlers.progress import ProgressBar
+
+
+def test_bar_shows_the_transformed_output(capsys):
+    engine = Engine(lambda engine, batch: {"loss": 0.5 * batch})
+    ProgressBar(output_transform=lambda output: {"loss": output["loss"]}, desc="train").attach(engine)
+    engine.run([1.0, 2.0], max_epochs=1)
+    err = capsys.readouterr().err
+    assert "train" in err and "loss=1" in err

@@ -25,6 +25,7 @@ from data.splits import stratified_kfold, train_val_ids
 from transforms.io import CaseReadError, read_h5_dataset, write_h5_atomic
 
 __all__ = [
+    "labelled_cases",
     "csv2026_fold_datalists",
     "csv2026_folds",
     "letterbox_to_square",
@@ -128,6 +129,17 @@ def csv2026_fold_datalists(
     train_ids, val_ids = train_val_ids(csv2026_folds(labelled, n_folds, seed), fold)
     train_set, val_set = set(train_ids), set(val_ids)
     return [i for i in labelled if i["case"] in train_set], [i for i in labelled if i["case"] in val_set]
+
+
+def labelled_cases(
+    root: str | os.PathLike, fold: int | None = None, n_folds: int = 4, seed: int = 0
+) -> list[dict]:
+    """The labelled items of ``root`` to evaluate on: the validation cases of ``fold``, or all when ``fold`` is
+    ``None`` (a held-out test folder)."""
+    labelled, _ = load_csv2026_datalist(root)
+    if fold is None:
+        return labelled
+    return csv2026_fold_datalists(labelled, fold, n_folds, seed)[1]
 
 
 def letterbox_to_square(image: np.ndarray, size: int = 512, nearest: bool = False) -> np.ndarray:

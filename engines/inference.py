@@ -84,9 +84,9 @@ class InferenceFailed(RuntimeError):
 
 
 def _root_cause_message(error: BaseException) -> str:
-    """The innermost error's type and message: MONAI's ``Compose`` wraps a transform's error (which names the
-    file and the problem) in a ``RuntimeError`` about the transform."""
-    while error.__cause__ is not None:
+    """The type and message of the error a transform raised: MONAI's ``Compose`` wraps it (it names the file
+    and the problem) in ``RuntimeError``s about the transform."""
+    while type(error) is RuntimeError and error.__cause__ is not None:
         error = error.__cause__
     return f"{type(error).__name__}: {error}"
 

@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+# pytest-xdist runs one worker per core: more than one intra-op thread per worker oversubscribes the cores,
+# and OpenMP's spin-waiting then makes small ops tens of times slower.
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = REPO_ROOT.parent / "shared" / "real_samples"
 

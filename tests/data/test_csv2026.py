@@ -141,3 +141,13 @@ def test_pack_unreadable_image(tmp_path: Path) -> None:
     bad.write_bytes(b"not a png")
     with pytest.raises(CaseReadError, match="bad.png: not a readable image"):
         pack_png_as_csv2026_case(bad, tmp_path / "out.h5")
+
+
+def test_labelled_cases_of_a_fold_or_of_the_whole_folder(tmp_path):
+    from data.csv2026 import csv2026_fold_datalists, labelled_cases, load_csv2026_datalist
+    from data.synthetic.carotid_plaque_ultrasound import generate
+
+    generate(tmp_path, cases=12, seed=3, size=64, unlabelled_fraction=0.25)
+    labelled, _ = load_csv2026_datalist(tmp_path)
+    assert labelled_cases(tmp_path) == labelled
+    assert labelled_cases(tmp_path, fold=1, n_folds=3) == csv2026_fold_datalists(labelled, 1, 3)[1]

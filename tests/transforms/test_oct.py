@@ -1,0 +1,217 @@
+"""Reading OCT cube folders, their errors, the 2.5D stacking and the slice pipeline (synthetic and real B-scans)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import Compose, MapLabelValued, NormalizeIntensityd, RandFlipd, ScaleIntensityRanged
+from PIL import Image
+
+from networks.unet_plus_plus import UNetPlusPlus, split_seg_det_output
+from transforms.io import CaseReadError
+from transforms.oct import LABEL_TO_CLASS, LoadOCTCubed, StackNeighbourSlicesd, read_oct_cube
+
+
+def write_cube(folder: Path, cube: np.ndarray, start: int = 1, ext: str = ".bmp") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, img in enumerate(cube, start=start):
+        Image.fromarray(img).save(folder / f"{n}{ext}")
+    return folder
+
+
+def ramp_cube(slices: int = 12, h: int = 8, w: int = 4) -> np.ndarray:
+    """Slice s filled with the value 10 * s, so the slice order can be read off the values."""
+    return np.repeat((10 * np.arange(slices, dtype=np.uint8))[:, None, None], h * w, axis=1).reshape(slices, h, w)
+
+
+def label_cube(slices: int = 4, h: int = 8, w: int = 4) -> np.ndarray:
+    lab = np.zeros((slices, h, w), dtype=np.uint8)
+    lab[1, :2, :2] = 255
+    lab[2, 4:, :] = 191
+    lab[2, 0, 0] = 128
+    return lab
+
+
+def test_slices_are_read_in_numeric_order(tmp_path):
+    cube = ramp_cube(12)
+    folder = write_cube(tmp_path / "P0001_cube_z.img", cube)
+    (folder / "Thumbs.db").write_bytes(b"not a slice")
+    loaded = LoadOCTCubed("image")({"image": str(folder)})["image"]
+    assert loaded.dtype == np.uint8 and loaded.shape == (12, 8, 4)
+    np.testing.assert_array_equal(loaded, cube)  # 10.bmp after 9.bmp, not after 1.bmp
+
+
+def test_labels_are_checked_and_mapped(tmp_path):
+    image = write_cube(tmp_path / "c.img", ramp_cube(4))
+    label = write_cube(tmp_path / "c_labelMark", label_cube())
+    load = LoadOCTCubed(["image", "label"], label_keys="label", expected_slices=4)
+    d = load({"case": "c", "image": str(image), "label": str(label)})
+    mapped = MapLabelValued("label", list(LABEL_TO_CLASS), list(LABEL_TO_CLASS.values()), dtype=np.uint8)(d)["label"]
+    assert mapped.dtype == np.uint8
+    assert mapped[1, 0, 0] == 1 and mapped[2, 5, 0] == 2 and mapped[2, 0, 0] == 3 and mapped[0].max() == 0
+
+
+def test_gap_in_numbering_names_cube_and_slice(tmp_path):
+    folder = write_cube(tmp_path / "gap.img", ramp_cube(5))
+    (folder / "3.bmp").unlink()
+    with pytest.raises(CaseReadError, match=r"gap\.img.*missing slice 3\.bmp"):
+        read_oct_cube(folder)
+
+
+def test_fewer_slices_than_expected(tmp_path):
+    folder = write_cube(tmp_path / "short.img", ramp_cube(5))
+    with pytest.raises(CaseReadError, match=r"short\.img: 5 slices .*expected 128"):
+        LoadOCTCubed("image", expected_slices=128)({"image": folder})
+
+
+def test_numbering_must_start_at_one(tmp_path):
+    folder = write_cube(tmp_path / "zero.img", ramp_cube(3), start=0)
+    with pytest.raises(CaseReadError, match=r"zero\.img: slices are numbered from 1, found 0\.bmp"):
+        read_oct_cube(folder)
+
+
+def test_non_numeric_slice_name(tmp_path):
+    folder = write_cube(tmp_path / "named.img", ramp_cube(2))
+    shutil.copy(folder / "1.bmp", folder / "1 (copy).bmp")
+    with pytest.raises(CaseReadError, match=r"named\.img: slice 1 \(copy\)\.bmp"):
+        read_oct_cube(folder)
+
+
+def test_mismatched_slice_size_names_the_slice(tmp_path):
+    folder = write_cube(tmp_path / "size.img", ramp_cube(3))
+    Image.fromarray(np.zeros((8, 6), np.uint8)).save(folder / "2.bmp")
+    with pytest.raises(CaseReadError, match=r"size\.img: slice 2\.bmp is 8x6"):
+        read_oct_cube(folder)
+
+
+def test_unknown_label_grey_value_names_the_slice(tmp_path):
+    lab = label_cube()
+    lab[3, 0, 0] = 200
+    folder = write_cube(tmp_path / "c_labelMark", lab)
+    with pytest.raises(CaseReadError, match=r"c_labelMark: label slice 4\.bmp has grey values 200"):
+        LoadOCTCubed("label", label_keys="label")({"label": folder})
+
+
+def test_unreadable_slice_names_the_slice(tmp_path):
+    folder = write_cube(tmp_path / "broken.img", ramp_cube(3))
+    (folder / "2.bmp").write_bytes(b"BM garbage")
+    with pytest.raises(CaseReadError, match=r"broken\.img: slice 2\.bmp cannot be read"):
+        read_oct_cube(folder)
+
+
+def test_sixteen_bit_slice_is_refused(tmp_path):
+    folder = write_cube(tmp_path / "deep.img", ramp_cube(2), ext=".png")
+    Image.fromarray(np.full((8, 4), 1000, np.uint16)).save(folder / "2.png")
+    with pytest.raises(CaseReadError, match=r"deep\.img: slice 2\.png has image mode I;16"):
+        read_oct_cube(folder)
+
+
+def test_image_and_label_cubes_must_match(tmp_path):
+    image = write_cube(tmp_path / "c.img", ramp_cube(5))
+    label = write_cube(tmp_path / "c_labelMark", label_cube(4))
+    with pytest.raises(CaseReadError, match="do not match"):
+        LoadOCTCubed(["image", "label"], label_keys="label")({"image": image, "label": label})
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CaseReadError, match="not found"):
+        read_oct_cube(tmp_path / "nothing.img")
+
+
+def test_stacking_replicates_edges_and_keeps_the_cube():
+    cube = ramp_cube(5, 2, 2)
+    original = cube.copy()
+    stack = StackNeighbourSlicesd(["image", "label"], radius=[1, 0])
+    for i, rows in [(0, [0, 0, 1]), (2, [1, 2, 3]), (4, [3, 4, 4])]:
+        d = stack({"image": cube, "label": cube, "slice": i})
+        assert d["image"].shape == (3, 2, 2) and d["label"].shape == (1, 2, 2)
+        assert d["image"][:, 0, 0].tolist() == [10 * r for r in rows]
+        assert d["label"][0, 0, 0] == 10 * i
+    np.testing.assert_array_equal(cube, original)
+
+
+def test_whole_cube_stacking_equals_per_slice_stacking():
+    cube = torch.as_tensor(ramp_cube(4, 3, 2))
+    stack = StackNeighbourSlicesd(["image", "label"], radius=[1, 0])
+    whole = stack({"image": cube[None], "label": cube})
+    assert whole["image"].shape == (3, 4, 3, 2) and whole["label"].shape == (1, 4, 3, 2)
+    for i in range(4):
+        single = stack({"image": cube, "label": cube, "slice": torch.tensor(i)})
+        torch.testing.assert_close(whole["image"][:, i], single["image"])
+        torch.testing.assert_close(whole["label"][:, i], single["label"])
+
+
+def test_slice_index_out_of_range():
+    with pytest.raises(ValueError, match="outside the 3 slices"):
+        StackNeighbourSlicesd("image")({"image": ramp_cube(3), "slice": 3, "case": "x"})
+
+
+def slice_pipeline(train: bool) -> Compose:
+    """The recipe's per-slice chain: 2.5D stack, [0, 1] scaling, normalisation, horizontal flip."""
+    transforms = [
+        StackNeighbourSlicesd(["image", "label"], radius=[1, 0]),
+        ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0),
+        NormalizeIntensityd("image", subtrahend=0.1437, divisor=0.0979),
+    ]
+    if train:
+        transforms.append(RandFlipd(["image", "label"], prob=1.0, spatial_axis=1))
+    return Compose(transforms)
+
+
+def test_slice_pipeline_normalises_and_flips_width():
+    cube = np.zeros((3, 4, 6), np.uint8)
+    cube[:, :, 0] = 255
+    label = np.zeros_like(cube)
+    label[1, :, 0] = 1
+    d = slice_pipeline(train=False)({"image": cube, "label": label, "slice": 1})
+    assert float(d["image"][0, 0, 0]) == pytest.approx((1 - 0.1437) / 0.0979, rel=1e-4)
+    assert float(d["image"][0, 0, 1]) == pytest.approx(-0.1437 / 0.0979, rel=1e-4)
+    flipped = slice_pipeline(train=True)({"image": cube, "label": label, "slice": 1})
+    assert flipped["image"].shape == (3, 4, 6)
+    torch.testing.assert_close(torch.as_tensor(flipped["image"]), torch.as_tensor(d["image"]).flip(-1))
+    assert flipped["label"][0, :, -1].tolist() == [1, 1, 1, 1]
+
+
+def real_cube(real_samples: Path, dest: Path, threshold_masks: bool) -> tuple[Path, Path]:
+    """Four real Duke DME B-scans (496 x 768) as a challenge-named cube: 1.bmp..4.bmp and fluid masks."""
+    src = real_samples / "retina_duke_dme_oct"
+    names = ["img_1.png", "img_2.png", "img_5.png", "img_7.png"]
+    image_dir, label_dir = dest / "DUKE_cube_z.img", dest / "DUKE_cube_z_labelMark"
+    image_dir.mkdir(parents=True)
+    label_dir.mkdir(parents=True)
+    for n, name in enumerate(names, start=1):
+        Image.open(src / "image" / name).save(image_dir / f"{n}.bmp")
+        mask = np.asarray(Image.open(src / "mask" / name).convert("L"))
+        if threshold_masks:
+            mask = np.where(mask > 0, 255, 0).astype(np.uint8)  # fluid -> the REA grey code
+        Image.fromarray(mask).save(label_dir / f"{n}.bmp")
+    return image_dir, label_dir
+
+
+def test_real_bscans_through_loader_stacking_and_network(real_samples, tmp_path):
+    image_dir, label_dir = real_cube(real_samples, tmp_path, threshold_masks=True)
+    load = Compose(
+        [
+            LoadOCTCubed(["image", "label"], label_keys="label", expected_slices=4),
+            MapLabelValued("label", list(LABEL_TO_CLASS), list(LABEL_TO_CLASS.values()), dtype=np.uint8),
+        ]
+    )
+    cube = load({"case": "DUKE", "image": str(image_dir), "label": str(label_dir)})
+    assert cube["image"].shape == (4, 496, 768) and set(np.unique(cube["label"])) == {0, 1}
+    item = slice_pipeline(train=True)({**cube, "slice": 0})
+    assert item["image"].shape == (3, 496, 768) and item["label"].shape == (1, 496, 768)
+    net = UNetPlusPlus(features=(4, 8, 16, 32, 64)).eval()
+    with torch.no_grad():
+        out = net(torch.as_tensor(item["image"])[None].float())
+    seg, det = split_seg_det_output(out)
+    assert seg.shape == (1, 4, 496, 768) and det.shape == (1, 3) and torch.isfinite(out).all()
+
+
+def test_real_masks_with_antialiased_values_are_rejected(real_samples, tmp_path):
+    image_dir, label_dir = real_cube(real_samples, tmp_path, threshold_masks=False)
+    with pytest.raises(CaseReadError, match=r"DUKE_cube_z_labelMark: label slice 1\.bmp has grey values 253"):
+        LoadOCTCubed(["image", "label"], label_keys="label")({"image": image_dir, "label": label_dir})

@@ -1,0 +1,284 @@
+"""OCT cubes as the AI Challenger 2018 retinal edema challenge ships them, and the 2.5D slice stacking.
+
+A cube (one eye, Cirrus "MacularCube512x128") is a folder of B-scan images named by their 1-based slice number,
+``1.bmp`` ... ``128.bmp`` (1024 rows x 512 columns, 8-bit grey); its label is a folder of the same names whose grey
+values are 0 background, 255 REA, 191 SRF, 128 PED (see :mod:`data.ai_challenger_oct` for the folder layout).
+
+* :class:`LoadOCTCubed` reads such a folder into an ``(S, H, W)`` uint8 array, slices in numeric order (``10.bmp``
+  after ``9.bmp``), and rejects a broken cube with a :class:`~transforms.io.CaseReadError` naming the cube folder and
+  the slice: gap in the numbering, fewer slices than expected, a slice of another size, an unreadable image, a label
+  slice with a grey value that is no label code. The label codes are then mapped to class indices with MONAI's
+  ``MapLabelValued`` (``orig_labels=[255, 191, 128]``, ``target_labels=[1, 2, 3]``, ``dtype="uint8"``).
+* :class:`StackNeighbourSlicesd` builds the 2.5D input ON THE FLY: for slice i the channels are slices i-1, i, i+1 of
+  the cube, edges replicated (the reference writes these stacks to disk as "trans3channel" PNGs beforehand). Given
+  a slice index it returns ``(3, H, W)`` (training: one item per (cube, slice), see
+  :class:`data.ai_challenger_oct.OCTSliceDataset`); without one it stacks the whole cube to ``(3, S, H, W)``, which
+  :class:`monai.inferers.SliceInferer` (``spatial_dim=0``) runs through a 2D network slice by slice.
+
+Keeping the cached cubes in uint8 (70 training cubes: 9.4 GB with labels, 4x that in float32) and converting only
+the stacked slice is what makes a ``CacheDataset`` of whole cubes affordable. The rest of the reference pipeline is
+MONAI: ``ScaleIntensityRanged`` (0..255 -> 0..1), ``NormalizeIntensityd(subtrahend=0.1437, divisor=0.0979)`` (the
+reference's ``info.json``) and, for training only, ``RandFlipd(prob=0.5, spatial_axis=1)`` (horizontal flip).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import ensure_tuple, ensure_tuple_rep
+from PIL import Image, UnidentifiedImageError
+
+from transforms.io import CaseReadError
+
+__all__ = [
+    "LABEL_CODES",
+    "LABEL_TO_CLASS",
+    "LoadOCTCubed",
+    "StackNeighbourSlicesd",
+    "list_cube_slices",
+    "read_oct_cube",
+]
+
+LABEL_CODES: tuple[int, ...] = (0, 128, 191, 255)
+"""Grey values of the challenge's label images: background, PED, SRF, REA."""
+
+LABEL_TO_CLASS: dict[int, int] = {255: 1, 191: 2, 128: 3}
+"""Label grey value -> class index (1 REA, 2 SRF, 3 PED), for ``MapLabelValued``."""
+
+_NUMBERED = re.compile(r"^(\d+)$")
+_MODES = ("L", "P", "RGB", "RGBA", "LA", "1")  # PIL modes that convert to 8-bit grey without loss of range
+
+
+def list_cube_slices(
+    folder: str | os.PathLike,
+    extensions: Sequence[str] = (".bmp", ".png"),
+    first_index: int = 1,
+    expected_slices: int | None = None,
+) -> list[Path]:
+    """The slice images of a cube folder in slice order, after checking the numbering.
+
+    Files named ``<number><extension>`` (one of ``extensions``, any case) are slices; other files (``Thumbs.db``,
+    hidden files) are ignored, but a file with a slice extension and a non-numeric stem is an error.
+
+    Raises:
+        CaseReadError: the folder does not exist or holds no slice; a stem is not a number; two files give the same
+            number; the numbers are not ``first_index, first_index + 1, ...`` without gap; ``expected_slices`` is given
+            and the count differs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CaseReadError(f"OCT cube {folder}: folder not found", path=folder)
+    exts = {e.lower() for e in extensions}
+    numbered: dict[int, Path] = {}
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path.suffix.lower() not in exts or not path.is_file():
+            continue
+        match = _NUMBERED.match(path.stem)
+        if match is None:
+            raise CaseReadError(
+                f"OCT cube {folder}: slice {path.name} is not named by its slice number (1.bmp, 2.bmp, ...)", path=path
+            )
+        number = int(match.group(1))
+        if number in numbered:
+            raise CaseReadError(
+                f"OCT cube {folder}: slices {numbered[number].name} and {path.name} both give slice number {number}",
+                path=path,
+            )
+        numbered[number] = path
+    if not numbered:
+        raise CaseReadError(f"OCT cube {folder}: no slice images ({', '.join(sorted(exts))}) found", path=folder)
+    numbers = sorted(numbered)
+    found = f"(found {len(numbers)} slices numbered {numbers[0]}..{numbers[-1]})"
+    ext = numbered[numbers[0]].suffix
+    if numbers[0] < first_index:
+        raise CaseReadError(
+            f"OCT cube {folder}: slices are numbered from {first_index}, found {numbers[0]}{ext} {found}", path=folder
+        )
+    missing = sorted(set(range(first_index, numbers[-1] + 1)) - set(numbers))
+    if missing:
+        shown = ", ".join(f"{n}{ext}" for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise CaseReadError(f"OCT cube {folder}: missing slice {shown} {found}", path=folder)
+    if expected_slices is not None and len(numbers) != expected_slices:
+        raise CaseReadError(
+            f"OCT cube {folder}: {len(numbers)} slices ({numbers[0]}..{numbers[-1]}), expected {expected_slices}",
+            path=folder,
+        )
+    return [numbered[n] for n in numbers]
+
+
+def _read_grey(path: Path) -> np.ndarray:
+    """One slice as an ``(H, W)`` uint8 array; colour and palette images are converted to grey."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            grey = np.asarray(im if mode == "L" else im.convert("L"), dtype=np.uint8) if mode in _MODES else None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        message = f"OCT cube {path.parent}: slice {path.name} cannot be read as an image ({e})"
+        raise CaseReadError(message, path=path) from e
+    if grey is None:
+        message = f"OCT cube {path.parent}: slice {path.name} has image mode {mode}, expected 8-bit grey"
+        raise CaseReadError(message, path=path)
+    return grey
+
+
+def read_oct_cube(
+    folder: str | os.PathLike,
+    expected_slices: int | None = None,
+    allowed_values: Sequence[int] | None = None,
+    extensions: Sequence[str] = (".bmp", ".png"),
+    first_index: int = 1,
+) -> np.ndarray:
+    """Read a cube folder into an ``(S, H, W)`` uint8 array in slice order (see :func:`list_cube_slices`).
+
+    Colour or palette images are converted to grey. With ``allowed_values`` (label cubes: :data:`LABEL_CODES`) a
+    slice holding another value is rejected, the message naming the slice and the unexpected values.
+
+    Raises:
+        CaseReadError: any problem of :func:`list_cube_slices`, an unreadable slice, a slice whose size differs from
+            the first slice's, a value outside ``allowed_values``.
+    """
+    paths = list_cube_slices(folder, extensions, first_index, expected_slices)
+    allowed = None if allowed_values is None else np.asarray(sorted(allowed_values))
+    first = _read_grey(paths[0])
+    cube = np.empty((len(paths),) + first.shape, dtype=np.uint8)
+    for i, path in enumerate(paths):
+        img = first if i == 0 else _read_grey(path)
+        if img.shape != first.shape:
+            raise CaseReadError(
+                f"OCT cube {path.parent}: slice {path.name} is {img.shape[0]}x{img.shape[1]} (HxW) but slice "
+                f"{paths[0].name} is {first.shape[0]}x{first.shape[1]}",
+                path=path,
+            )
+        if allowed is not None:
+            values = np.unique(img)
+            unexpected = values[~np.isin(values, allowed)]
+            if unexpected.size:
+                shown = ", ".join(str(v) for v in unexpected[:10].tolist())
+                raise CaseReadError(
+                    f"OCT cube {path.parent}: label slice {path.name} has grey values {shown} that are no label code "
+                    f"(allowed {allowed.tolist()})",
+                    path=path,
+                )
+        cube[i] = img
+    return cube
+
+
+class LoadOCTCubed(MapTransform):
+    """Replace the cube folder paths in ``data[key]`` by ``(S, H, W)`` uint8 arrays (:func:`read_oct_cube`).
+
+    Args:
+        keys: keys holding cube folders (image and label).
+        label_keys: those of ``keys`` whose slices must only hold ``label_values``.
+        label_values: grey values allowed in label slices (default: the challenge's codes 0, 128, 191, 255).
+        expected_slices: if given, every cube must have exactly this many slices (128 for the challenge).
+        extensions: file extensions of slice images.
+        first_index: number of the first slice (the challenge numbers from 1).
+        allow_missing_keys: skip missing keys instead of raising.
+
+    After loading, all loaded keys must have the same shape (an image cube and its label cube slice for slice);
+    otherwise a :class:`~transforms.io.CaseReadError` names both folders.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_keys: KeysCollection = (),
+        label_values: Sequence[int] = LABEL_CODES,
+        expected_slices: int | None = None,
+        extensions: Sequence[str] = (".bmp", ".png"),
+        first_index: int = 1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = set(ensure_tuple(label_keys))
+        unknown = self.label_keys - set(self.keys)
+        if unknown:
+            raise ValueError(f"label_keys {sorted(map(str, unknown))} are not among keys {list(self.keys)}")
+        self.label_values = tuple(int(v) for v in label_values)
+        self.expected_slices = expected_slices
+        self.extensions = tuple(extensions)
+        self.first_index = first_index
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        loaded: dict[Hashable, str] = {}
+        for key in self.key_iterator(d):
+            folder = str(d[key])
+            d[key] = read_oct_cube(
+                folder,
+                expected_slices=self.expected_slices,
+                allowed_values=self.label_values if key in self.label_keys else None,
+                extensions=self.extensions,
+                first_index=self.first_index,
+            )
+            loaded[key] = folder
+        shapes = {key: d[key].shape for key in loaded}  # type: ignore[attr-defined]
+        if len(set(shapes.values())) > 1:
+            detail = "; ".join(f"'{k}' {loaded[k]} is {s[0]} slices of {s[1]}x{s[2]}" for k, s in shapes.items())
+            raise CaseReadError(f"OCT cube folders do not match: {detail}", path=next(iter(loaded.values())))
+        return d
+
+
+class StackNeighbourSlicesd(MapTransform):
+    """2.5D input: slice i of a cube with its ``radius`` neighbours on each side as channels, edges replicated.
+
+    ``data[key]`` is a cube ``(S, H, W)`` (or ``(1, S, H, W)``), numpy or torch. With ``data[slice_key]`` = i it
+    becomes ``(2 * radius + 1, H, W)`` = slices ``i - radius .. i + radius`` (indices clipped to ``0 .. S-1``);
+    without a slice index the whole cube is stacked to ``(2 * radius + 1, S, H, W)`` (channel c of slice s is slice
+    ``clip(s + c - radius)``). ``radius`` 0 just picks slice i as one channel: use it for the label.
+
+    Args:
+        keys: keys of the cubes.
+        radius: neighbours on each side, one value or one per key (e.g. ``[1, 0]`` for image and label).
+        slice_key: key of the slice index; absent (or None) -> whole cube.
+        allow_missing_keys: skip missing keys instead of raising.
+
+    The result is a new array: the (cached) cube is never modified.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        radius: int | Sequence[int] = 1,
+        slice_key: str = "slice",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.radius = ensure_tuple_rep(radius, len(self.keys))
+        if any(int(r) < 0 for r in self.radius):
+            raise ValueError(f"radius must be >= 0, got {radius}")
+        self.slice_key = slice_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        index = d.get(self.slice_key)
+        for key, radius in self.key_iterator(d, self.radius):
+            cube: Any = d[key]
+            if cube.ndim == 4 and cube.shape[0] == 1:
+                cube = cube[0]
+            if cube.ndim != 3:
+                raise ValueError(f"'{key}' must be a cube (S, H, W), got shape {tuple(cube.shape)}")
+            n = cube.shape[0]
+            offsets = np.arange(-int(radius), int(radius) + 1)
+            if index is None:
+                rows = np.clip(offsets[:, None] + np.arange(n)[None, :], 0, n - 1)
+            else:
+                i = int(index)  # type: ignore[call-overload]
+                if not 0 <= i < n:
+                    case = d.get("case", "?")
+                    raise ValueError(f"'{self.slice_key}' {i} is outside the {n} slices of '{key}' (case {case})")
+                rows = np.clip(offsets + i, 0, n - 1)
+            if isinstance(cube, torch.Tensor):
+                d[key] = cube[torch.as_tensor(rows, device=cube.device)]
+            else:
+                d[key] = np.asarray(cube)[rows]
+        return d

@@ -1,0 +1,132 @@
+"""Grey PNG reading/writing: the real angioma samples, off-size masks, and a clear error for every bad file."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transforms.io import CaseReadError
+from transforms.png import LoadGreyPNGd, LoadMaskPNGd, SaveGreyPNGd, fit_mask_to_image, save_png_atomic
+
+
+@pytest.fixture(scope="module")
+def angioma(real_samples):
+    return real_samples / "angioma_ccf_bdci"
+
+
+def test_real_rgb_images_load_as_one_grey_channel(angioma):
+    paths = sorted(angioma.glob("t*_data/img/*.png"))
+    assert len(paths) == 16
+    for path in paths:
+        image = LoadGreyPNGd("image")({"image": path})["image"]
+        rgb = np.asarray(Image.open(path))
+        assert image.shape == (1, *rgb.shape[:2]) and image.dtype == torch.float32
+        np.testing.assert_array_equal(image[0].numpy(), rgb[..., 0])
+        assert image.meta["filename_or_obj"] == str(path)
+        assert tuple(image.meta["spatial_shape"]) == rgb.shape[:2]
+
+
+def test_real_masks_are_fitted_to_their_images(angioma):
+    sizes = {r["ID"]: int(r["size"]) for r in csv.DictReader(open(angioma / "train_data" / "train.csv"))}
+    off_size = 0
+    for image_path in sorted((angioma / "train_data" / "img").glob("*.png")):
+        mask_path = angioma / "train_data" / "label" / image_path.name
+        d = LoadMaskPNGd("label")(LoadGreyPNGd("image")({"image": image_path, "label": mask_path}))
+        assert d["label"].shape == d["image"].shape
+        assert set(torch.unique(d["label"]).tolist()) == {0.0, 1.0}
+        disk = Image.open(mask_path).size[::-1]
+        assert tuple(d["label"].meta["spatial_shape"]) == disk
+        off_size += disk != tuple(d["image"].shape[1:])
+        # the CSV size counts the mask's 255 pixels on disk; nearest resizing by a few px keeps it within 3 %
+        assert abs(float(d["label"].sum()) - sizes[image_path.name]) <= 0.03 * sizes[image_path.name]
+    assert off_size >= 4  # the samples include masks a few pixels off their image
+
+
+def test_mask_alone_keeps_its_size(angioma):
+    mask = LoadMaskPNGd("label")({"label": angioma / "train_data" / "label" / "4.png"})["label"]
+    assert mask.shape == (1, 292, 450)
+
+
+def write(path, array, mode=None):
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("missing.png", None, "file not found"),
+        ("corrupt.png", "corrupt", "not a readable PNG"),
+        ("truncated.png", "truncated", "not a readable PNG"),
+        ("deep.png", "16bit", "16-bit"),
+        ("alpha.png", "rgba", "alpha channel"),
+        ("colour.png", "colour", "differing channels"),
+        ("palette.png", "palette", "palette"),
+    ],
+)
+def test_bad_images_raise_a_case_error_naming_the_file(tmp_path, name, make, message):
+    path = tmp_path / name
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    if make == "corrupt":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    elif make == "truncated":
+        write(path, np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+        path.write_bytes(path.read_bytes()[:200])
+    elif make == "16bit":
+        Image.fromarray(grey.astype(np.uint16) * 1000).save(path)
+    elif make == "rgba":
+        write(path, np.stack([grey] * 4, -1), "RGBA")
+    elif make == "colour":
+        rgb = np.stack([grey] * 3, -1)
+        rgb[0, 0, 2] = 255
+        write(path, rgb, "RGB")
+    elif make == "palette":
+        Image.fromarray(grey).convert("P").save(path)
+    with pytest.raises(CaseReadError, match=message) as error:
+        LoadGreyPNGd("image")({"image": path})
+    assert name in str(error.value) and isinstance(error.value, ValueError)
+
+
+def test_bad_masks_raise_a_case_error_naming_the_file(tmp_path):
+    image = torch.zeros(1, 100, 100)
+    grey = write(tmp_path / "grey.png", np.full((100, 100), 128, dtype=np.uint8))
+    with pytest.raises(CaseReadError, match=r"grey\.png: mask values \[128\]"):
+        LoadMaskPNGd("label")({"image": image, "label": grey})
+    small = write(tmp_path / "small.png", np.zeros((80, 100), dtype=np.uint8))
+    with pytest.raises(CaseReadError, match=r"small\.png: mask size \(80, 100\).*20%"):
+        LoadMaskPNGd("label")({"image": image, "label": small})
+
+
+def test_nearest_fit_follows_opencv_inter_nearest():
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    mask[1, 2] = 1
+    grown = fit_mask_to_image(mask, (8, 8), "m.png", max_size_mismatch=1.0)
+    expected = np.zeros((8, 8), dtype=np.uint8)
+    expected[2:4, 4:6] = 1  # source index floor(i * 4 / 8)
+    np.testing.assert_array_equal(grown, expected)
+
+
+def test_atomic_png_writer_round_trip_and_checks(tmp_path):
+    mask = np.zeros((1, 5, 7), dtype=bool)
+    mask[0, 1:3, 2:6] = True
+    save_png_atomic(tmp_path / "m.png", mask)
+    written = Image.open(tmp_path / "m.png")
+    assert written.mode == "L" and written.size == (7, 5)
+    np.testing.assert_array_equal(np.asarray(written), mask[0].astype(np.uint8) * 255)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary file left behind
+    with pytest.raises(FileExistsError):
+        save_png_atomic(tmp_path / "m.png", mask, overwrite=False)
+    with pytest.raises(ValueError, match="0..255"):
+        save_png_atomic(tmp_path / "bad.png", np.full((3, 3), 0.5))
+
+
+def test_save_grey_pngd_writes_the_submission_masks(tmp_path):
+    pred = torch.zeros(1, 6, 9)
+    pred[0, 2:4, 3:7] = 1
+    SaveGreyPNGd("pred", tmp_path / "predict")({"pred": pred, "case": "17"})
+    written = np.asarray(Image.open(tmp_path / "predict" / "17.png"))
+    assert set(np.unique(written)) == {0, 255} and int((written == 255).sum()) == 8

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["STATE_DICT_KEYS", "load_weights", "read_state_dict"]
+__all__ = ["STATE_DICT_KEYS", "adapt_input_conv_weight", "load_pretrained_encoder", "load_weights", "read_state_dict"]
 
 #: where a checkpoint dict may hold the network's state dict (MONAI ``CheckpointSaver`` ``save_dict`` names first)
 STATE_DICT_KEYS = ("network", "model", "state_dict")
@@ -62,3 +63,69 @@ def load_weights(network: nn.Module, path: str | Path, key: str | None = None) -
     except RuntimeError as err:  # load_state_dict reports missing/unexpected keys and shape mismatches
         raise ValueError(f"checkpoint {path} does not fit {type(network).__name__}: {err}") from err
     return network
+
+
+def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a pretrained first-conv weight ``(O, I, kh, kw)`` to ``in_channels`` like timm's ``adapt_input_conv``.
+
+    One channel: the sum over the input channels (a grey image seen as R = G = B gives the same response).
+    Other counts (from a 3-channel weight): the RGB kernels repeated cyclically and scaled by ``3 / in_channels``.
+    """
+    if weight.ndim != 4:
+        raise ValueError(f"expected a 4-D conv weight, got shape {tuple(weight.shape)}")
+    source = weight.shape[1]
+    if in_channels == source:
+        return weight
+    dtype = weight.dtype
+    weight = weight.float()
+    if in_channels == 1:
+        weight = weight.sum(dim=1, keepdim=True)
+    elif source == 3:
+        repeat = math.ceil(in_channels / 3)
+        weight = weight.repeat(1, repeat, 1, 1)[:, :in_channels] * (3.0 / in_channels)
+    else:
+        raise ValueError(f"cannot adapt a {source}-channel input conv to {in_channels} channels (needs 3 or 1)")
+    return weight.to(dtype)
+
+
+def load_pretrained_encoder(
+    encoder: nn.Module,
+    path: str | Path,
+    remap: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> None:
+    """Load pretrained weights from a local file into ``encoder`` (in place), strictly, with clear errors.
+
+    The file is read by :func:`read_state_dict`; ``remap`` (if given) turns its names into the encoder's and
+    drops what the encoder does not have (a classifier head); a stem of another channel count (RGB weights for
+    a grey encoder) is adapted by :func:`adapt_input_conv_weight`; every encoder key must then be present with
+    the right shape.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is unreadable or does not fit the encoder; the message names the file and the keys.
+    """
+    state = read_state_dict(path)
+    if remap is not None:
+        state = remap(state)
+    expected = encoder.state_dict()
+    stem_key = next(iter(expected))
+    if stem_key in state and state[stem_key].ndim == 4 and state[stem_key].shape != expected[stem_key].shape:
+        try:
+            state[stem_key] = adapt_input_conv_weight(state[stem_key], expected[stem_key].shape[1])
+        except ValueError as err:
+            raise ValueError(f"encoder weights {path}, key {stem_key!r}: {err}") from err
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    )
+    problems = [
+        f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong_shape))
+        if keys
+    ]
+    if problems:
+        raise ValueError(f"encoder weights {path} do not fit {type(encoder).__name__}: " + "; ".join(problems))
+    encoder.load_state_dict(state, strict=True)

@@ -9,8 +9,7 @@ the ``state_dict`` of ``timm.create_model("convnext_nano")`` loads with its own 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
+from networks.checkpoint import load_pretrained_encoder
+
 __all__ = [
     "CONVNEXT_VARIANTS",
     "ConvMlp",
@@ -26,7 +27,6 @@ __all__ = [
     "ConvNeXtEncoder",
     "ConvNeXtStage",
     "LayerNorm2d",
-    "adapt_input_conv_weight",
     "convnext_encoder",
     "load_timm_convnext_weights",
 ]
@@ -255,82 +255,22 @@ def convnext_encoder(variant: str = "nano", in_channels: int = 3, **kwargs: Any)
     return ConvNeXtEncoder(in_channels=in_channels, **{**CONVNEXT_VARIANTS[variant], **kwargs})
 
 
-def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt a pretrained first-conv weight ``(O, I, kh, kw)`` to ``in_channels`` like timm's ``adapt_input_conv``.
-
-    One channel: the sum over the input channels (a grey image seen as R = G = B gives the same response).
-    Other counts (from a 3-channel weight): the RGB kernels repeated cyclically and scaled by ``3 / in_channels``.
-    """
-    if weight.ndim != 4:
-        raise ValueError(f"expected a 4-D conv weight, got shape {tuple(weight.shape)}")
-    source = weight.shape[1]
-    if in_channels == source:
-        return weight
-    dtype = weight.dtype
-    weight = weight.float()
-    if in_channels == 1:
-        weight = weight.sum(dim=1, keepdim=True)
-    elif source == 3:
-        repeat = math.ceil(in_channels / 3)
-        weight = weight.repeat(1, repeat, 1, 1)[:, :in_channels] * (3.0 / in_channels)
-    else:
-        raise ValueError(f"cannot adapt a {source}-channel input conv to {in_channels} channels (needs 3 or 1)")
-    return weight.to(dtype)
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint (plain state dict, or a dict holding it under ``state_dict``/``model``)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"ConvNeXt checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt/unsafe files
-        raise ValueError(f"cannot read ConvNeXt checkpoint {path}: {err}") from err
-    if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(obj.get(wrapper), Mapping):
-                obj = obj[wrapper]
-                break
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise ValueError(f"ConvNeXt checkpoint {path} is not a state dict of tensors (type {type(obj).__name__})")
-    return dict(obj)
-
-
 def load_timm_convnext_weights(encoder: ConvNeXtEncoder, path: str | Path) -> None:
     """Load a timm ConvNeXt checkpoint from a local file into ``encoder`` (in place).
 
     The file holds the ``state_dict`` of ``timm.create_model("convnext_<variant>")`` (timm key names), either
     plain or under ``"state_dict"``/``"model"``. It is read with ``weights_only=True``; ``head.*`` and
     ``norm_pre.*`` (classifier) keys are dropped; ``stem.0.weight`` is adapted to ``encoder.in_channels`` with
-    :func:`adapt_input_conv_weight`; every encoder key must then be present with the right shape.
+    :func:`networks.checkpoint.adapt_input_conv_weight`; every encoder key must then be present with the right
+    shape (:func:`networks.checkpoint.load_pretrained_encoder`).
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file cannot be read, or keys are missing, unexpected or of the wrong shape (the message
             names the file and the keys).
     """
-    path = Path(path)
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(("head.", "norm_pre."))}
-    if "stem.0.weight" in state:
-        try:
-            state["stem.0.weight"] = adapt_input_conv_weight(state["stem.0.weight"], encoder.in_channels)
-        except ValueError as err:
-            raise ValueError(f"ConvNeXt checkpoint {path}, key 'stem.0.weight': {err}") from err
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong_shape))
-        if keys
-    ]
-    if problems:
-        raise ValueError(f"ConvNeXt checkpoint {path} does not fit the encoder: " + "; ".join(problems))
-    encoder.load_state_dict(state, strict=True)
+    load_pretrained_encoder(encoder, path, remap=_drop_classifier)
+
+
+def _drop_classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(("head.", "norm_pre."))}

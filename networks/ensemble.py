@@ -8,50 +8,16 @@ same module twice, so that cannot happen here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from monai.inferers import Inferer
 
-__all__ = ["ProbabilityEnsemble", "load_fold_models", "read_state_dict"]
+from networks.checkpoint import load_weights
 
-#: where a checkpoint dict may hold the network's state dict (MONAI ``CheckpointSaver`` ``save_dict`` names first)
-STATE_DICT_KEYS = ("network", "model", "state_dict")
-
-
-def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a state dict from a local checkpoint file with ``torch.load(weights_only=True)``.
-
-    The file holds either a plain state dict or a dict with the state dict under ``key``; without ``key`` the
-    first of ``"network"``, ``"model"``, ``"state_dict"`` present is used (MONAI ``CheckpointSaver`` files hold
-    ``{name: state_dict}`` for each entry of their ``save_dict``).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist (the message names it).
-        ValueError: the file cannot be read, ``key`` is absent, or the content is not a state dict of tensors.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated, corrupt or unsafe files
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
-    if isinstance(obj, Mapping):
-        if key is not None:
-            if key not in obj:
-                raise ValueError(f"checkpoint {path} has no entry {key!r}; it has {sorted(map(str, obj))[:10]}")
-            obj = obj[key]
-        else:
-            obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise ValueError(f"checkpoint {path} does not hold a state dict of tensors (got {type(obj).__name__})")
-    return dict(obj)
-
+__all__ = ["ProbabilityEnsemble", "load_fold_models"]
 
 def load_fold_models(
     model_factory: Callable[[], nn.Module], checkpoint_paths: Sequence[str | Path], key: str | None = None
@@ -61,7 +27,7 @@ def load_fold_models(
     Args:
         model_factory: called once per checkpoint to build a fresh model (in a bundle config, the network's
             definition with ``"_mode_": "callable"``).
-        checkpoint_paths: one checkpoint per fold (see :func:`read_state_dict` for the accepted contents).
+        checkpoint_paths: one checkpoint per fold (see :func:`networks.checkpoint.read_state_dict` for the accepted contents).
         key: the entry holding the state dict in a checkpoint dict, default ``network``/``model``/``state_dict``.
 
     Raises:
@@ -75,11 +41,7 @@ def load_fold_models(
         model = model_factory()
         if any(model is m for m in models):
             raise ValueError("model_factory returned the same module twice; it must build a new model per call")
-        try:
-            model.load_state_dict(read_state_dict(path, key))
-        except RuntimeError as err:  # load_state_dict reports missing/unexpected keys and shape mismatches
-            raise ValueError(f"checkpoint {path} does not fit the model: {err}") from err
-        models.append(model.eval())
+        models.append(load_weights(model, path, key).eval())
     return models
 
 

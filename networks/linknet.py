@@ -22,9 +22,8 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.nets.resnet import ResNet, ResNetBlock, ResNetBottleneck, ResNetFeatures, get_inplanes
 
-from networks.convnext import adapt_input_conv_weight
 from networks.efficientnet import EfficientNetSkipEncoder
-from networks.ensemble import read_state_dict
+from networks.checkpoint import load_pretrained_encoder
 
 __all__ = [
     "RESNET_VARIANTS",
@@ -110,43 +109,17 @@ def linknet_encoder(name: str, in_channels: int = 1, spatial_dims: int = 2) -> n
 def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load encoder weights from a local file (in place), e.g. ImageNet weights for the seed's pretrained encoder.
 
-    The file is read by :func:`networks.ensemble.read_state_dict` (``weights_only=True``; plain state dict or
-    under ``network``/``model``/``state_dict``). The encoder's ``remap_pretrained_keys`` (if any) brings foreign
-    names to its own: the lukemelas / smp EfficientNet names for :class:`EfficientNetSkipEncoder`, the torchvision
-    names for :class:`ResNetSkipEncoder`; the encoder's own ``state_dict()`` names always work. A 3-channel stem
-    is adapted to a 1-channel encoder by summing over RGB, as smp does for ``in_channels=1``. Every encoder key must
-    then be present with the right shape.
+    The encoder's ``remap_pretrained_keys`` (if any) brings foreign names to its own: the lukemelas / smp
+    EfficientNet names for :class:`EfficientNetSkipEncoder`, the torchvision names for :class:`ResNetSkipEncoder`;
+    the encoder's own ``state_dict()`` names always work. Reading, stem adaptation (RGB summed to grey, as smp
+    does for ``in_channels=1``) and the strict checks are :func:`networks.checkpoint.load_pretrained_encoder`.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is unreadable or does not fit the encoder; the message names the file and the keys.
     """
-    state = read_state_dict(path)
     remap = getattr(encoder, "remap_pretrained_keys", None)
-    if callable(remap):
-        state = remap(state)
-    expected = encoder.state_dict()
-    stem_key = next(iter(expected))
-    if stem_key in state and state[stem_key].ndim == 4 and state[stem_key].shape != expected[stem_key].shape:
-        try:
-            state[stem_key] = adapt_input_conv_weight(state[stem_key], expected[stem_key].shape[1])
-        except ValueError as err:
-            raise ValueError(f"encoder weights {path}, key {stem_key!r}: {err}") from err
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-        for name, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong_shape))
-        if keys
-    ]
-    if problems:
-        raise ValueError(f"encoder weights {path} do not fit {type(encoder).__name__}: " + "; ".join(problems))
-    encoder.load_state_dict(state, strict=True)
+    load_pretrained_encoder(encoder, path, remap=remap if callable(remap) else None)
 
 
 class LinkNetDecoderBlock(nn.Module):

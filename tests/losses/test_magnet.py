@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from losses.classification import LabelSmoothingBCEWithLogitsLoss
 from losses.magnet import MagnetLoss, magnet_seg_loss

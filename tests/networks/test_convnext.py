@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from networks.checkpoint import adapt_input_conv_weight
 from networks.convnext import (
     CONVNEXT_VARIANTS,
     ConvNeXtEncoder,
-    adapt_input_conv_weight,
     convnext_encoder,
     load_timm_convnext_weights,
 )

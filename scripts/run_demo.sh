@@ -20,7 +20,7 @@ carotid() {
         --dataset_dir "$data/train" --output_dir "$out/train"
     echo "== carotid_plaque_ultrasound: inference + evaluation on the held-out demo cases"
     $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/evaluate.json','$configs/demo.json']" \
-        --dataset_dir "$data/test" --fold None --model_path "$out/train/models/model.pt" \
+        --dataset_dir "$data/test" --evaluate_all True --model_path "$out/train/models/model.pt" \
         --output_dir "$out/test_predictions" --save_overlay True
 }
 

@@ -40,6 +40,8 @@ from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from engines.prepare_batch import to_plain_tensor
+
 if TYPE_CHECKING:
     from ignite.engine import Engine, EventEnum, State
     from ignite.metrics import Metric
@@ -454,11 +456,8 @@ class MeanTeacherTrainer(SupervisedTrainer):
         mt = self.is_mt_epoch(epoch)
         if mt:
             weak, strong = self._unlabeled_views()
-        if engine.compile:  # torch.compile and MetaTensor do not mix (see SupervisedTrainer)
+        if engine.compile:  # torch.compile and MetaTensor do not mix (see SupervisedTrainer); views are plain
             inputs = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-            if mt:
-                weak = weak.as_tensor() if isinstance(weak, MetaTensor) else weak
-                strong = strong.as_tensor() if isinstance(strong, MetaTensor) else strong
 
         engine.state.output = {CommonKeys.IMAGE: inputs, CommonKeys.LABEL: targets}
         ramp = self.consistency_ramp(epoch) if mt else 0.0
@@ -532,4 +531,5 @@ class MeanTeacherTrainer(SupervisedTrainer):
         if missing:
             raise ValueError(f"unlabelled batch lacks {missing} (keys present: {sorted(batch)}).")
         to = {"device": self.state.device, "non_blocking": self.non_blocking, **self.to_kwargs}
-        return batch[self.unlabeled_weak_key].to(**to), batch[self.unlabeled_strong_key].to(**to)
+        weak, strong = batch[self.unlabeled_weak_key], batch[self.unlabeled_strong_key]
+        return to_plain_tensor(weak, **to), to_plain_tensor(strong, **to)

@@ -51,6 +51,7 @@ from data.csv2026 import load_csv2026_datalist
 from data.synthetic.carotid_plaque_ultrasound import generate
 from engines.prepare_batch import PrepareBatchMultiTarget
 from losses.magnet import MagnetLoss
+from networks.checkpoint import load_weights
 from networks.convnext import CONVNEXT_VARIANTS
 from networks.magnet import MagnetNet, split_views_output
 from transforms.carotid import carotid_val_transforms
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="nano",
         help="ConvNeXt variant of the encoder (default nano, MAGNET's); ignored with --quick",
     )
+    parser.add_argument("--depths", type=int, nargs=4, help="encoder depths, overriding --encoder's (e.g. a demo model)")
+    parser.add_argument("--dims", type=int, nargs=4, help="encoder widths, overriding --encoder's")
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     net = MagnetNet(**network_kwargs)
     weights = f"random init (seed {args.seed})"
     if args.checkpoint is not None:
-        _load_weights(net, args.checkpoint)
+        load_weights(net, args.checkpoint)
         weights = f"checkpoint {args.checkpoint}"
     net = net.to(device)
 
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     report.line(f"weights: {weights}")
     report.line("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
 
-    _parameters(net, report, reference=not args.quick and args.encoder == "nano")
+    _parameters(net, report, reference=not args.quick and args.encoder == "nano" and not (args.depths or args.dims))
 
     cases_needed = 1 if args.skip_training else max(2, 2 * settings["train_batch_size"])
     generated_size = QUICK_IMAGE_SIZE if args.quick else CHALLENGE_SIZE
@@ -177,40 +180,13 @@ def _network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         return dict(QUICK_NETWORK)
     variant = CONVNEXT_VARIANTS[args.encoder]
-    return {"depths": variant["depths"], "dims": variant["dims"], "conv_mlp": variant["conv_mlp"]}
+    depths = tuple(args.depths) if args.depths else variant["depths"]
+    dims = tuple(args.dims) if args.dims else variant["dims"]
+    return {"depths": depths, "dims": dims, "conv_mlp": variant["conv_mlp"]}
 
 
 def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
-
-
-def _load_weights(net: nn.Module, path: Path) -> None:
-    """Load a CheckpointSaver dict (``network``/``model`` entry) or a plain state_dict into ``net``."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as error:
-        raise ValueError(f"{path}: cannot read the checkpoint ({error})") from error
-    state = checkpoint
-    if isinstance(checkpoint, dict):
-        for key in ("network", "model"):
-            if isinstance(checkpoint.get(key), dict):
-                state = checkpoint[key]
-                break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict or a dict with a 'network' or 'model' state_dict")
-    state = {_strip_prefixes(k): v for k, v in state.items()}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: does not fit this MagnetNet (check --encoder): {error}") from error
-
-
-def _strip_prefixes(key: str) -> str:
-    """Drop the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes of saved keys."""
-    for prefix in ("module.", "_orig_mod."):
-        while key.startswith(prefix):
-            key = key[len(prefix) :]
-    return key
 
 
 def _load_cases(items: Sequence[dict], size: int) -> list[dict[str, torch.Tensor]]:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
+from torch.nn import DataParallel
+from torch.nn.parallel import DistributedDataParallel
 
 from utils.atomic import atomic_path
 
@@ -64,9 +66,14 @@ class ResumableCheckpoint:
     def save(self, engine: Engine) -> None:
         if not _is_main_process():
             return
-        state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        state = {name: _unwrap(obj).state_dict() for name, obj in self.save_dict.items()}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+
+
+def _unwrap(obj: Any) -> Any:
+    """A (Distributed)DataParallel network is saved unwrapped, as MONAI's CheckpointSaver and Loader expect."""
+    return obj.module if isinstance(obj, (DataParallel, DistributedDataParallel)) else obj
 
 
 def _is_main_process() -> bool:

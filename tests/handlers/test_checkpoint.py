@@ -56,3 +56,11 @@ def test_resume_without_a_checkpoint_starts_from_scratch(tmp_path):
     ResumableCheckpoint(tmp_path / "none.pt", {"model": model, "trainer": engine}, resume=True).attach(engine)
     engine.run([torch.ones(2, 3)], max_epochs=1)
     assert engine.state.epoch == 1 and (tmp_path / "none.pt").is_file()
+
+
+def test_a_data_parallel_network_is_saved_unwrapped(tmp_path):
+    model = torch.nn.DataParallel(torch.nn.Linear(3, 1))
+    engine = _training(model)
+    ResumableCheckpoint(tmp_path / "latest.pt", {"network": model}).attach(engine)
+    engine.run([torch.ones(2, 3)], max_epochs=1)
+    assert set(torch.load(tmp_path / "latest.pt", weights_only=True)["network"]) == {"weight", "bias"}

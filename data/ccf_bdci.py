@@ -35,6 +35,7 @@ __all__ = [
     "TRAIN_IMAGE_DIR",
     "TRAIN_LABEL_DIR",
     "fold_datalists",
+    "image_folder_datalist",
     "inference_datalist",
     "lesion_sizes",
     "read_train_csv",
@@ -108,7 +109,17 @@ def train_datalist(root: str | os.PathLike) -> list[dict[str, str]]:
 
 def inference_datalist(root: str | os.PathLike) -> list[dict[str, str]]:
     """One item ``{"case", "image"}`` per image of ``root/test_data/img`` (the challenge's test set, to predict)."""
-    images = _pngs(Path(root) / TEST_IMAGE_DIR)
+    return image_folder_datalist(Path(root) / TEST_IMAGE_DIR)
+
+
+def image_folder_datalist(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """One item ``{"case", "image"}`` per ``*.png`` of ``folder`` (new images to predict), the case being the file
+    name without ``.png``; files are not opened here, so an unreadable one fails (by name) when it is read.
+
+    Raises:
+        CaseReadError: ``folder`` does not exist.
+    """
+    images = _pngs(Path(folder))
     return [{"case": case, "image": str(images[case])} for case in sorted(images, key=_case_order)]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -96,13 +97,16 @@ class ResNetSkipEncoder(ResNet):
         return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
-def linknet_encoder(name: str, in_channels: int = 1, spatial_dims: int = 2) -> nn.Module:
-    """Build a LinkNet encoder by name: ``"efficientnet-b0"`` … ``"efficientnet-b8"`` or ``"resnet18/34/50"``."""
+def linknet_encoder(name: str, in_channels: int = 1, spatial_dims: int = 2, **kwargs: Any) -> nn.Module:
+    """Build a LinkNet encoder by name: ``"efficientnet-b0"`` … ``"efficientnet-b8"`` or ``"resnet18/34/50"``.
+
+    ``kwargs`` go to the encoder class (e.g. ``widen_factor=0.25`` for a narrow CPU-demo ResNet, ``norm``).
+    """
     if name.startswith("efficientnet-"):
-        return EfficientNetSkipEncoder(name, in_channels=in_channels, spatial_dims=spatial_dims)
+        return EfficientNetSkipEncoder(name, in_channels=in_channels, spatial_dims=spatial_dims, **kwargs)
     if name in RESNET_VARIANTS:
         layers, block = RESNET_VARIANTS[name]
-        return ResNetSkipEncoder(layers, block, in_channels=in_channels, spatial_dims=spatial_dims)
+        return ResNetSkipEncoder(layers, block, in_channels=in_channels, spatial_dims=spatial_dims, **kwargs)
     raise ValueError(f"unknown encoder {name!r}: use efficientnet-b0..b8 or one of {list(RESNET_VARIANTS)}")
 
 
@@ -212,7 +216,9 @@ class LinkNet(nn.Module):
     Args:
         encoder: a name for :func:`linknet_encoder` (``"efficientnet-b6"``, ``"efficientnet-b0"``, ``"resnet34"``,
             …) or a module returning a list of maps at strides 2, 4, …, 2^n, shallowest first (e.g. a
-            :class:`ResNetSkipEncoder` with small widths, given through a bundle config).
+            :class:`ResNetSkipEncoder` with small widths). Bundle configs give a name (and ``encoder_kwargs``): a
+            module given there would be one object shared by every model a factory builds (the fold ensemble).
+        encoder_kwargs: extra arguments of a named encoder (``{"widen_factor": 0.25}``).
         in_channels: input channels of a named encoder.
         out_channels: output logits.
         decoder_channels: channels of the last decoder block (32 in smp).
@@ -234,9 +240,15 @@ class LinkNet(nn.Module):
         pretrained_path: str | Path | None = None,
         norm: str | tuple = "batch",
         act: str | tuple = ("relu", {"inplace": True}),
+        encoder_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.encoder = linknet_encoder(encoder, in_channels, spatial_dims) if isinstance(encoder, str) else encoder
+        if isinstance(encoder, str):
+            self.encoder = linknet_encoder(encoder, in_channels, spatial_dims, **dict(encoder_kwargs or {}))
+        elif encoder_kwargs:
+            raise ValueError("encoder_kwargs apply to a named encoder only, not to an encoder module")
+        else:
+            self.encoder = encoder
         if encoder_channels is None:
             encoder_channels = getattr(self.encoder, "out_channels", None)
             if encoder_channels is None:

@@ -61,6 +61,12 @@ class EdgeMedianFilterd(MapTransform):
             if array.ndim < 3:
                 raise ValueError(f"{key}: expected a channel-first mask (C, *spatial), got shape {array.shape}")
             size = (1,) + (self.window,) * (array.ndim - 1)
-            filtered = ndimage.median_filter(array, size=size, mode=self.mode)
+            if np.isin(array, (0, 1)).all():
+                # a binary median is a majority vote: the window mean, an O(1)-per-pixel box filter, is above 1/2
+                # exactly where the median is 1 (the odd number of votes leaves no tie); ~50x faster than sorting
+                votes = ndimage.uniform_filter(array.astype(np.float32), size=size, mode=self.mode)
+                filtered = (votes > 0.5).astype(array.dtype)
+            else:
+                filtered = ndimage.median_filter(array, size=size, mode=self.mode)
             d[key] = convert_to_dst_type(filtered, mask)[0]
         return d

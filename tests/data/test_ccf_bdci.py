@@ -9,6 +9,7 @@ import pytest
 
 from data.ccf_bdci import (
     fold_datalists,
+    image_folder_datalist,
     inference_datalist,
     lesion_sizes,
     read_train_csv,
@@ -79,3 +80,14 @@ def test_sizes_missing_from_the_csv_are_counted_in_the_masks(copy):
     counted = lesion_sizes(copy, items)
     assert counted[:2] == [21407, 5049]
     assert np.all(np.asarray(counted) > 0)
+
+
+def test_a_folder_of_new_images_is_listed_by_name_without_reading_them(copy):
+    folder = copy / "test_data" / "img"
+    (folder / "not an image.txt").write_text("ignored")
+    (folder / "broken.png").write_bytes(b"read later, reported by name then")
+    items = image_folder_datalist(folder)
+    assert [i["case"] for i in items] == [str(i) for i in range(1, 9)] + ["broken"]
+    assert items[0]["image"].endswith("test_data/img/1.png") and set(items[0]) == {"case", "image"}
+    with pytest.raises(CaseReadError, match="folder not found"):
+        image_folder_datalist(copy / "nowhere")

@@ -112,3 +112,11 @@ def test_torchvision_named_resnet_weights_load(tmp_path):
     torch.save(state, tmp_path / "r.pth")
     net = LinkNet(tiny_encoder(), pretrained_path=tmp_path / "r.pth")
     torch.testing.assert_close(net.encoder.layer4[0].conv1.weight, source.layer4[0].conv1.weight)
+
+
+def test_named_encoder_takes_keyword_arguments_from_a_config():
+    narrow = LinkNet("resnet18", encoder_kwargs={"widen_factor": 0.25})
+    assert narrow.encoder.out_channels == (16, 16, 32, 64, 128)
+    assert narrow.eval()(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="named encoder only"):
+        LinkNet(tiny_encoder(), encoder_kwargs={"widen_factor": 0.5})

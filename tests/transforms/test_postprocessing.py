@@ -7,6 +7,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import RemoveSmallObjectsd
+from scipy import ndimage
 
 from transforms.angioma import angioma_postprocessing
 from transforms.postprocessing import EdgeMedianFilterd
@@ -81,3 +82,19 @@ def test_window_is_checked_and_1_is_a_no_op():
     mask = canvas(50)
     mask[0, 10, 10] = 1
     np.testing.assert_array_equal(EdgeMedianFilterd("pred", window=1)({"pred": mask})["pred"], mask)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "nearest", "constant"])
+def test_binary_masks_take_the_majority_vote_shortcut_with_the_medians_result(mode):
+    rng = np.random.default_rng(0)
+    blobs = (rng.random((1, 120, 90)) < 0.3).astype(np.float32)
+    blobs[0, 20:80, 10:70] = 1
+    for mask in (blobs, blobs.astype(bool), blobs.astype(np.uint8)):
+        fast = EdgeMedianFilterd("pred", window=19, mode=mode)({"pred": mask})["pred"]
+        slow = ndimage.median_filter(mask, size=(1, 19, 19), mode=mode)
+        assert fast.dtype == mask.dtype
+        np.testing.assert_array_equal(fast, slow)
+    grey = rng.random((1, 40, 40)).astype(np.float32)  # not binary: the real median
+    np.testing.assert_array_equal(
+        EdgeMedianFilterd("pred", window=5)({"pred": grey})["pred"], ndimage.median_filter(grey, size=(1, 5, 5))
+    )

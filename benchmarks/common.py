@@ -3,11 +3,10 @@
 Timing is wall-clock ``time.perf_counter`` around each call, after a warm-up, with ``torch.cuda.synchronize``
 before and after a call on a GPU (kernels run asynchronously); the figure is the median of the repeats.
 
-Peak memory: on a GPU ``torch.cuda.max_memory_allocated`` (reset before the measured calls; it includes the
-weights). On the CPU the process's resident-set high-water mark ``VmHWM`` of ``/proc/self/status``, reset
-before the measured calls by writing ``5`` to ``/proc/self/clear_refs`` (Linux); ``memory_delta_mb`` is that
-peak minus the resident set at the start, i.e. the working memory of the measured calls. ``tracemalloc`` and
-``resource.getrusage`` do not see torch's allocations or cannot be reset, which is why they are not used.
+Peak memory (:class:`utils.memory.PeakMemory`, shared with the inference workflow): on a GPU
+``torch.cuda.max_memory_allocated`` (reset before the measured calls; it includes the weights), on the CPU the
+process's resident-set high-water mark ``VmHWM``, reset before the measured calls; ``memory_delta_mb`` is that
+peak minus the memory at the start, i.e. the working memory of the measured calls.
 
 Inference paths (:func:`candidate_paths`): fp32 eager, channels_last, low-precision autocast (bf16 on the
 CPU, fp16 on CUDA) with and without channels_last, TorchScript (script, or trace where scripting fails)
@@ -36,6 +35,8 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from utils.memory import PeakMemory
+
 __all__ = [
     "Candidate",
     "PathResult",
@@ -56,9 +57,6 @@ __all__ = [
     "synchronize",
     "time_inference",
 ]
-
-_PROC_STATUS = Path("/proc/self/status")
-_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 # ----------------------------------------------------------------------------------------------- device
@@ -89,17 +87,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[dtype]
 
 
-def _status_kb(field_name: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``), None where unavailable."""
-    try:
-        for line in _PROC_STATUS.read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -108,46 +95,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-class PeakMemory:
-    """Context manager measuring the peak memory of the code inside it (see the module docstring).
-
-    After the block: ``peak_mb`` (GPU: ``max_memory_allocated``; CPU: process ``VmHWM``), ``delta_mb``
-    (peak minus the allocated / resident memory at the start), ``kind`` (what was measured) and ``reset``
-    (False where the CPU high-water mark could not be reset: ``peak_mb`` is then the process's lifetime peak).
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.peak_mb: float | None = None
-        self.delta_mb: float | None = None
-        self.reset = True
-        self.kind = "cuda max_memory_allocated" if device.type == "cuda" else "CPU peak RSS (VmHWM)"
-        self._start = 0.0
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device) / 2**20
-        else:
-            try:
-                _PROC_CLEAR_REFS.write_text("5")
-            except OSError:
-                self.reset = False
-                self.kind += ", not resettable: lifetime peak"
-            self._start = (_status_kb("VmRSS") or 0) / 1024
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            hwm = _status_kb("VmHWM")
-            self.peak_mb = None if hwm is None else hwm / 1024
-        self.delta_mb = None if self.peak_mb is None else max(0.0, self.peak_mb - self._start)
 
 
 # ----------------------------------------------------------------------------------------------- timing

@@ -20,6 +20,8 @@ its archive (``root/ai_challenger_fl2018_trainingset/Edema_trainingset``).
 :func:`oct_cube_datalist` lists one item per cube, ``{"case", "image", "label"}`` (folders), for
 :class:`transforms.oct.LoadOCTCubed`. :class:`OCTSliceDataset` turns a dataset of loaded cubes (best a MONAI
 ``CacheDataset`` whose transforms load the cubes once) into one item per (cube, slice) for 2D training.
+:func:`list_cubes` lists a folder of new cubes to predict; :func:`write_oct_cube` and :func:`pack_bscans_as_cube`
+write cubes in the challenge layout (demo data; separate real B-scans, e.g. the Duke DME samples, as a cube).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.transforms import apply_transform
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from transforms.io import CaseReadError
@@ -41,8 +45,11 @@ __all__ = [
     "LABEL_SUFFIX",
     "SPLIT_DIRS",
     "OCTSliceDataset",
+    "list_cubes",
     "oct_cube_datalist",
+    "pack_bscans_as_cube",
     "split_dir",
+    "write_oct_cube",
 ]
 
 SPLIT_DIRS: dict[str, str] = {
@@ -120,6 +127,85 @@ def oct_cube_datalist(
         if orphans:
             raise CaseReadError(f"{folder / LABEL_DIR}: label folders without image cube: {', '.join(orphans)}")
     return items
+
+
+def list_cubes(images_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """One item per cube folder of ``images_dir`` (new cubes to predict): ``{"case": <cube>, "image": <folder>}``.
+
+    Every non-hidden sub-folder is a cube; the case id is the folder name without a trailing ``.img`` (the
+    challenge's ``original_images/<cube>.img``). A folder that turns out not to be a cube is reported when it is
+    read (:class:`transforms.oct.LoadOCTCubed`), so that one bad cube does not stop a folder run.
+
+    Raises:
+        CaseReadError: ``images_dir`` is not a folder or holds no sub-folder.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise CaseReadError(f"{images_dir}: folder of OCT cubes not found", path=images_dir)
+    folders = sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise CaseReadError(f"{images_dir}: no cube folders (one folder of B-scans per eye)", path=images_dir)
+    return [{"case": p.name.removesuffix(IMAGE_SUFFIX), "image": str(p)} for p in folders]
+
+
+def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp") -> Path:
+    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey."""
+    folder = Path(folder)
+    cube = np.asarray(cube)
+    if cube.ndim != 3 or cube.dtype != np.uint8:
+        raise ValueError(f"expected an (S, H, W) uint8 cube, got {cube.dtype} {cube.shape}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, image in enumerate(cube, start=1):
+        Image.fromarray(image).save(folder / f"{n}{ext}")
+    return folder
+
+
+def _read_as_grey(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise CaseReadError(f"{path}: not a readable image ({error})", path=path) from error
+
+
+def pack_bscans_as_cube(
+    images: Sequence[str | os.PathLike],
+    image_folder: str | os.PathLike,
+    masks: Sequence[str | os.PathLike] | None = None,
+    label_folder: str | os.PathLike | None = None,
+    label_code: int = 255,
+) -> None:
+    """Write separate B-scan files (PNG, ...) as one cube in the challenge layout, in the order given.
+
+    Images are converted to 8-bit grey (RGB-encoded grey with ITU-R 601 luma). With ``masks`` (one per image, any
+    value > 0 = lesion, as binary fluid masks with anti-aliased edges are) the label cube is written to
+    ``label_folder`` with the lesion as ``label_code`` (255 REA, 191 SRF, 128 PED) and 0 elsewhere.
+
+    Raises:
+        CaseReadError: a file cannot be read, or the B-scans (or a mask and its image) differ in size.
+        ValueError: masks without ``label_folder``, a mask count different from the image count, or a
+            ``label_code`` that is no lesion code.
+    """
+    grey = [_read_as_grey(Path(p)) for p in images]
+    if not grey:
+        raise ValueError("no B-scans given")
+    shapes = {g.shape for g in grey}
+    if len(shapes) > 1:
+        raise CaseReadError(f"B-scans of different sizes cannot form a cube: {sorted(shapes)}", path=images[0])
+    write_oct_cube(image_folder, np.stack(grey), ext=".png")
+    if masks is None:
+        return
+    if label_folder is None or len(masks) != len(images):
+        raise ValueError(f"need label_folder and one mask per image (got {len(masks)} masks for {len(images)} images)")
+    if label_code not in (128, 191, 255):
+        raise ValueError(f"label_code must be 255 (REA), 191 (SRF) or 128 (PED), got {label_code}")
+    labels = []
+    for mask_path, image in zip(masks, grey):
+        mask = _read_as_grey(Path(mask_path))
+        if mask.shape != image.shape:
+            raise CaseReadError(f"{mask_path}: mask is {mask.shape}, its B-scan {image.shape}", path=mask_path)
+        labels.append(np.where(mask > 0, label_code, 0).astype(np.uint8))
+    write_oct_cube(label_folder, np.stack(labels), ext=".png")
 
 
 class OCTSliceDataset(Dataset):

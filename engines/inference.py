@@ -21,9 +21,11 @@ import torch
 from monai.inferers import Inferer, SimpleInferer
 from tqdm import tqdm
 
+from engines.prepare_batch import to_plain_tensor
 from utils.atomic import write_text_atomic
+from utils.memory import PeakMemory
 
-__all__ = ["CaseFailure", "CaseInferenceWorkflow", "InferenceFailed", "InferenceReport"]
+__all__ = ["CaseFailure", "CaseInferenceWorkflow", "InferenceFailed", "InferenceReport", "root_cause_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +41,14 @@ class CaseFailure:
 
 @dataclass
 class InferenceReport:
-    """What a run did: the cases written, the cases that failed and the time spent per case."""
+    """What a run did: the cases written, the cases that failed, the time and peak memory per case."""
 
     succeeded: list[str] = field(default_factory=list)
     failed: list[CaseFailure] = field(default_factory=list)
     case_ms: dict[str, float] = field(default_factory=dict)
     network_ms: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
+    memory_kind: str = ""
 
     @property
     def mean_case_ms(self) -> float:
@@ -56,10 +60,16 @@ class InferenceReport:
         """Mean time per case spent in the network (and its inferer) alone."""
         return sum(self.network_ms.values()) / max(len(self.network_ms), 1)
 
+    @property
+    def max_peak_memory_mb(self) -> float | None:
+        """The largest peak memory of a written case (see ``memory_kind``), None if not measured."""
+        return max(self.peak_memory_mb.values()) if self.peak_memory_mb else None
+
     def summary(self) -> str:
+        memory = "" if self.max_peak_memory_mb is None else f"; peak memory {self.max_peak_memory_mb:.0f} MB"
         lines = [
             f"{len(self.succeeded)} case(s) written, {len(self.failed)} failed; "
-            f"mean {self.mean_case_ms:.1f} ms per case ({self.mean_network_ms:.1f} ms in the network)"
+            f"mean {self.mean_case_ms:.1f} ms per case ({self.mean_network_ms:.1f} ms in the network){memory}"
         ]
         lines += [f"  FAILED {f.case} ({f.stage}): {f.error}" for f in self.failed]
         return "\n".join(lines)
@@ -72,6 +82,9 @@ class InferenceReport:
             "network_ms": self.network_ms,
             "mean_case_ms": self.mean_case_ms,
             "mean_network_ms": self.mean_network_ms,
+            "peak_memory_mb": self.peak_memory_mb,
+            "max_peak_memory_mb": self.max_peak_memory_mb,
+            "memory_kind": self.memory_kind,
         }
 
 
@@ -83,7 +96,7 @@ class InferenceFailed(RuntimeError):
         self.report = report
 
 
-def _root_cause_message(error: BaseException) -> str:
+def root_cause_message(error: BaseException) -> str:
     """The type and message of the error a transform raised: MONAI's ``Compose`` wraps it (it names the file
     and the problem) in ``RuntimeError``s about the transform."""
     while type(error) is RuntimeError and error.__cause__ is not None:
@@ -95,9 +108,10 @@ class CaseInferenceWorkflow:
     """Predict cases one by one: ``preprocessing -> inferer(network) -> postprocessing`` on each data dict.
 
     A case whose preprocessing, prediction or postprocessing (which includes the writer transforms)
-    raises is logged with its name and the error, and the run carries on. After the last case the
-    summary is logged, written to ``report_path`` (JSON) when given, and :class:`InferenceFailed` is
-    raised if any case failed, so that the command exits with a non-zero status.
+    raises is logged with its name and the error, and the run carries on. Each case's wall time and peak memory
+    (:class:`utils.memory.PeakMemory`: GPU allocator peak, or the process's peak RSS on the CPU) are recorded.
+    After the last case the summary is logged, written to ``report_path`` (JSON) when given, and
+    :class:`InferenceFailed` is raised if any case failed, so that the command exits with a non-zero status.
 
     Args:
         datalist: one dict per case; ``case_key`` names it in reports.
@@ -161,7 +175,8 @@ class CaseInferenceWorkflow:
     @torch.inference_mode()
     def _predict(self, image: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            pred = self.inferer(image.unsqueeze(0).to(self.device), self.network)
+            batch = to_plain_tensor(image.unsqueeze(0), device=self.device)
+            pred = self.inferer(batch, self.network)
         return pred[0].float()
 
     def run(self) -> InferenceReport:
@@ -173,24 +188,29 @@ class CaseInferenceWorkflow:
             name = self._case_name(item, index)
             start = time.perf_counter()
             stage = "reading/preprocessing"
+            memory = PeakMemory(self.device)
             try:
-                data = self.preprocessing(dict(item))
-                stage = "prediction"
-                net_start = time.perf_counter()
-                data[self.pred_key] = self._predict(data[self.image_key])
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                network_ms = 1000 * (time.perf_counter() - net_start)
-                stage = "postprocessing/writing"
-                self.postprocessing(data)
+                with memory:
+                    data = self.preprocessing(dict(item))
+                    stage = "prediction"
+                    net_start = time.perf_counter()
+                    data[self.pred_key] = self._predict(data[self.image_key])
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    network_ms = 1000 * (time.perf_counter() - net_start)
+                    stage = "postprocessing/writing"
+                    self.postprocessing(data)
             except Exception as error:  # noqa: BLE001 - any failure of one case must not stop the others
-                message = _root_cause_message(error)
+                message = root_cause_message(error)
                 logger.error("case %s failed during %s: %s", name, stage, message)
                 report.failed.append(CaseFailure(name, stage, message))
                 continue
             report.succeeded.append(name)
             report.network_ms[name] = network_ms
             report.case_ms[name] = 1000 * (time.perf_counter() - start)
+            if memory.peak_mb is not None:
+                report.peak_memory_mb[name] = memory.peak_mb
+                report.memory_kind = memory.kind
         logger.info(report.summary())
         if self.report_path is not None:
             write_text_atomic(self.report_path, json.dumps(report.to_dict(), indent=2))

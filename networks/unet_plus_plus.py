@@ -62,6 +62,7 @@ __all__ = [
     "UNet",
     "UNetPlusPlus",
     "pack_seg_det_output",
+    "seg_det_probabilities",
     "split_seg_det_output",
 ]
 
@@ -160,6 +161,19 @@ def split_seg_det_output(out: torch.Tensor, num_classes: int = 4) -> tuple[torch
     if out.ndim == 4:
         return seg, det[:, :, 0, 0]
     return seg, det[:, :, :, 0, 0]
+
+
+def seg_det_probabilities(out: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
+    """Packed logits -> packed probabilities of the same shape: softmax over the ``num_classes`` segmentation
+    channels, sigmoid of each detection channel (the reference's ``exp(log_softmax)`` and ``Sigmoid``).
+
+    Works on ``(B, C + K, H, W)`` slice batches and ``(B, C + K, S, H, W)`` cubes; the activation of
+    :class:`networks.ensemble.ProbabilityEnsemble` for the UNet/UNet++ fusion.
+    """
+    if out.ndim < 4 or out.shape[1] < num_classes:
+        raise ValueError(f"expected (B, {num_classes} + K, ...) network output, got shape {tuple(out.shape)}")
+    seg = torch.softmax(out[:, :num_classes].float(), dim=1)
+    return torch.cat([seg, torch.sigmoid(out[:, num_classes:].float())], dim=1)
 
 
 class UNet(nn.Module):

@@ -24,5 +24,44 @@ carotid() {
         --output_dir "$out/test_predictions" --save_overlay True
 }
 
+angioma() {
+    local configs=bundles/angioma_ultrasound_segmentation/configs
+    local data=$DEMO/angioma_ultrasound_segmentation out=$RUNS/angioma_ultrasound_segmentation
+    echo "== angioma_ultrasound_segmentation: demo data"
+    [ -d "$data/train" ] || $PY scripts/make_demo_data.py angioma_ultrasound_segmentation "$data/train" --cases 60 --seed 0
+    [ -d "$data/test" ] || $PY scripts/make_demo_data.py angioma_ultrasound_segmentation "$data/test" --cases 20 --seed 1 --test-cases 0
+    echo "== angioma_ultrasound_segmentation: train the 5 folds in turn (LinkNet, CPU demo size)"
+    rm -rf "$out"
+    $PY scripts/train_folds.py "['$configs/train.json','$configs/demo.json']" -- --dataset_dir "$data/train" --runs_dir "$out"
+    echo "== angioma_ultrasound_segmentation: 5-fold ensemble inference and the ablation on the held-out demo images"
+    $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/evaluate.json','$configs/demo.json']" \
+        --dataset_dir "$data/test" --runs_dir "$out" --output_dir "$out/test_predictions" --save_overlay True
+}
+
+retinal() {
+    local configs=bundles/retinal_oct_edema_segmentation/configs
+    local data=$DEMO/retinal_oct_edema_segmentation out=$RUNS/retinal_oct_edema_segmentation
+    local size="--slices 16 --height 128 --width 64"
+    echo "== retinal_oct_edema_segmentation: demo data (OCT cubes of 16 B-scans of 128 x 64)"
+    [ -d "$data/train" ] || $PY scripts/make_demo_data.py retinal_oct_edema_segmentation "$data/train" --cases 8 --seed 0 $size --val-cases 2 --test-cases 2
+    [ -d "$data/heldout" ] || $PY scripts/make_demo_data.py retinal_oct_edema_segmentation "$data/heldout" --cases 1 --seed 1 $size --val-cases 4 --test-cases 0
+    rm -rf "$out"
+    echo "== retinal_oct_edema_segmentation: train the UNet++ (EL-Dice, poly schedule; CPU demo size)"
+    $PY -m monai.bundle run --config_file "['$configs/train.json','$configs/demo.json']" \
+        --dataset_dir "$data/train" --output_dir "$out/unet_plus_plus"
+    echo "== retinal_oct_edema_segmentation: train the UNet, its fusion partner (plain Dice, step schedule)"
+    $PY -m monai.bundle run --config_file "['$configs/train.json','$configs/unet.json','$configs/demo.json']" \
+        --dataset_dir "$data/train" --output_dir "$out/unet"
+    local models="--model_path $out/unet_plus_plus/models/model.pt --fusion_model_path $out/unet/models/model.pt"
+    echo "== retinal_oct_edema_segmentation: fused inference on the test cubes (NIfTI label volumes + detection CSVs)"
+    $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/demo.json']" \
+        --input_dir "$data/train/Edema_testset/original_images" --output_dir "$out/predictions" $models
+    echo "== retinal_oct_edema_segmentation: evaluation on held-out cubes (UNet++, UNet and their fusion)"
+    $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/evaluate.json','$configs/demo.json']" \
+        --dataset_dir "$data/heldout" --output_dir "$out/eval" $models
+}
+
 carotid
+angioma
+retinal
 echo "Done. Predictions, overlays, score tables and TensorBoard logs are under $RUNS/"

@@ -9,6 +9,9 @@ values are 0 background, 255 REA, 191 SRF, 128 PED (see :mod:`data.ai_challenger
   the slice: gap in the numbering, fewer slices than expected, a slice of another size, an unreadable image, a label
   slice with a grey value that is no label code. The label codes are then mapped to class indices with MONAI's
   ``MapLabelValued`` (``orig_labels=[255, 191, 128]``, ``target_labels=[1, 2, 3]``, ``dtype="uint8"``).
+* :class:`SaveOCTPredictiond` writes what a cube's prediction is (the packed probabilities of
+  :mod:`networks.unet_plus_plus`): the label volume as NIfTI and the per-slice lesion probabilities as CSV;
+  :func:`read_oct_prediction` reads them back for scoring.
 * :class:`StackNeighbourSlicesd` builds the 2.5D input ON THE FLY: for slice i the channels are slices i-1, i, i+1 of
   the cube, edges replicated (the reference writes these stacks to disk as "trans3channel" PNGs beforehand). Given
   a slice index it returns ``(3, H, W)`` (training: one item per (cube, slice), see
@@ -23,28 +26,38 @@ reference's ``info.json``) and, for training only, ``RandFlipd(prob=0.5, spatial
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
-from monai.utils import ensure_tuple, ensure_tuple_rep
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_numpy, ensure_tuple, ensure_tuple_rep
 from PIL import Image, UnidentifiedImageError
 
 from transforms.io import CaseReadError
+from transforms.writers import write_nifti_atomic
+from utils.atomic import write_text_atomic
 
 __all__ = [
     "LABEL_CODES",
     "LABEL_TO_CLASS",
+    "LESIONS",
     "LoadOCTCubed",
+    "SaveOCTPredictiond",
     "StackNeighbourSlicesd",
+    "lesion_names",
     "list_cube_slices",
+    "prediction_paths",
     "read_oct_cube",
+    "read_oct_prediction",
 ]
 
 LABEL_CODES: tuple[int, ...] = (0, 128, 191, 255)
@@ -52,6 +65,17 @@ LABEL_CODES: tuple[int, ...] = (0, 128, 191, 255)
 
 LABEL_TO_CLASS: dict[int, int] = {255: 1, 191: 2, 128: 3}
 """Label grey value -> class index (1 REA, 2 SRF, 3 PED), for ``MapLabelValued``."""
+
+LESIONS: tuple[str, ...] = ("REA", "SRF", "PED")
+"""Lesion names of classes 1, 2, 3 (retinal edema area, subretinal fluid, pigment epithelial detachment)."""
+
+
+def lesion_names(num_classes: int) -> tuple[str, ...]:
+    """Names of classes 1 .. num_classes - 1: :data:`LESIONS` for the challenge's 4 classes, else ``class_<c>``."""
+    if num_classes - 1 == len(LESIONS):
+        return LESIONS
+    return tuple(f"class_{c}" for c in range(1, num_classes))
+
 
 _NUMBERED = re.compile(r"^(\d+)$")
 _MODES = ("L", "P", "RGB", "RGBA", "LA", "1")  # PIL modes that convert to 8-bit grey without loss of range
@@ -282,3 +306,119 @@ class StackNeighbourSlicesd(MapTransform):
             else:
                 d[key] = np.asarray(cube)[rows]
         return d
+
+
+def prediction_paths(folder: str | os.PathLike, case: str) -> tuple[Path, Path]:
+    """Where :class:`SaveOCTPredictiond` writes a cube: ``(<case>_seg.nii.gz, <case>_det.csv)`` in ``folder``."""
+    folder = Path(folder)
+    return folder / f"{case}_seg.nii.gz", folder / f"{case}_det.csv"
+
+
+class SaveOCTPredictiond(Transform):
+    """Write a cube's prediction: the label volume as NIfTI and per-slice lesion probabilities as CSV.
+
+    ``data[key]`` holds packed probabilities ``(G * (C + K), S, H, W)`` of one cube (``G`` groups of ``C``
+    segmentation and ``K`` detection channels, e.g. from :class:`networks.ensemble.ProbabilityEnsemble` with
+    :func:`networks.unet_plus_plus.seg_det_probabilities`; with ``return_members`` the fusion and then each member).
+    For each group:
+
+    * ``<case>_seg.nii.gz``: uint8 class indices (0 background, 1 REA, 2 SRF, 3 PED), the argmax of the
+      segmentation channels. Axes are (column, row, slice) = (x, y, z), MONAI's order for 2-D images read with
+      ``reverse_indexing``: ``volume[:, :, k].T`` is the B-scan of slice file ``k + 1``; the affine is the identity
+      (voxel units), slices in their file order.
+    * ``<case>_det.csv``: one row per B-scan, ``slice`` (the file number, from 1) and the probability of each
+      lesion (the detection head's sigmoid).
+
+    Args:
+        output_dir: folder of the outputs; with ``variants`` one sub-folder per group.
+        num_classes: segmentation channels per group (background included).
+        variants: names of the channel groups (e.g. ``["fusion", "unet_plus_plus", "unet"]``); None: one group,
+            written straight into ``output_dir``.
+        key: data key of the probabilities.
+        case_key: data key of the cube's id (names the files).
+        first_slice: number of the first slice in the CSV (the challenge numbers its files from 1).
+        overwrite: replace existing outputs; otherwise an existing file is an error for that cube.
+
+    Files are written atomically (:mod:`utils.atomic`): a reader never sees half a volume.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        num_classes: int = 4,
+        variants: Sequence[str] | None = None,
+        key: str = "pred",
+        case_key: str = "case",
+        first_slice: int = 1,
+        overwrite: bool = False,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.num_classes = num_classes
+        self.variants = None if variants is None else [str(v) for v in variants]
+        self.key = key
+        self.case_key = case_key
+        self.first_slice = first_slice
+        self.overwrite = overwrite
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        probs = convert_to_numpy(d[self.key])
+        case = str(d[self.case_key])
+        groups = 1 if self.variants is None else len(self.variants)
+        if probs.ndim != 4 or probs.shape[0] % groups or probs.shape[0] // groups <= self.num_classes:
+            raise ValueError(
+                f"cube {case}: expected {groups} group(s) of {self.num_classes} + K probability channels "
+                f"(channels, S, H, W), got shape {probs.shape}"
+            )
+        width = probs.shape[0] // groups
+        for g in range(groups):
+            group = probs[g * width : (g + 1) * width]
+            folder = self.output_dir if self.variants is None else self.output_dir / self.variants[g]
+            self._write(folder, case, group)
+        return d
+
+    def _write(self, folder: Path, case: str, probs: np.ndarray) -> None:
+        labels = np.argmax(probs[: self.num_classes], axis=0).astype(np.uint8)  # (S, H, W)
+        detection = probs[self.num_classes :, :, 0, 0].T  # (S, K): constant over H, W
+        names = lesion_names(detection.shape[1] + 1)
+        seg_path, det_path = prediction_paths(folder, case)
+        table = io.StringIO()
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(["slice", *names])
+        for s, row in enumerate(detection):
+            writer.writerow([s + self.first_slice, *(f"{p:.6f}" for p in row)])
+        write_nifti_atomic(seg_path, np.ascontiguousarray(labels.transpose(2, 1, 0)), overwrite=self.overwrite)
+        write_text_atomic(det_path, table.getvalue(), overwrite=self.overwrite)
+
+
+def read_oct_prediction(folder: str | os.PathLike, case: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read what :class:`SaveOCTPredictiond` wrote for ``case``: ``(labels (S, H, W) uint8, det (S, K) float32)``.
+
+    Raises:
+        CaseReadError: a file is missing or unreadable, or the two disagree on the number of slices.
+    """
+    seg_path, det_path = prediction_paths(folder, case)
+    for path in (seg_path, det_path):
+        if not path.is_file():
+            raise CaseReadError(f"cube {case}: prediction {path} not found", path=path)
+    try:
+        volume = np.asarray(nib.load(seg_path).dataobj)
+    except Exception as error:  # nibabel raises several types for truncated or foreign files
+        raise CaseReadError(f"cube {case}: cannot read {seg_path} ({error})", path=seg_path) from error
+    if volume.ndim != 3:
+        raise CaseReadError(f"cube {case}: {seg_path} is {volume.ndim}-D, expected (x, y, slice)", path=seg_path)
+    labels = np.ascontiguousarray(volume.transpose(2, 1, 0)).astype(np.uint8)
+    with open(det_path, newline="") as f:
+        rows = list(csv.reader(f))
+    try:
+        det = np.asarray([[float(v) for v in row[1:]] for row in rows[1:]], dtype=np.float32)
+    except (ValueError, IndexError) as error:
+        message = f"cube {case}: {det_path} is not a table of probabilities ({error})"
+        raise CaseReadError(message, path=det_path) from error
+    if det.ndim != 2 or det.shape[0] != labels.shape[0]:
+        raise CaseReadError(
+            f"cube {case}: {det_path} has {det.shape[0] if det.ndim else 0} slice rows, "
+            f"{seg_path} {labels.shape[0]} slices",
+            path=det_path,
+        )
+    return labels, det

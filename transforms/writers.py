@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -14,7 +16,7 @@ from PIL import Image
 
 from utils.atomic import atomic_path
 
-__all__ = ["SaveH5d", "SaveOverlayd", "overlay_image"]
+__all__ = ["SaveH5d", "SaveOverlayd", "overlay_image", "write_nifti_atomic"]
 
 # background transparent, then one colour per class (plaque/lesion red, vessel green, third class blue)
 CLASS_COLOURS = np.array([[0, 0, 0], [230, 50, 50], [50, 200, 80], [60, 120, 255]], dtype=np.float32)
@@ -67,6 +69,23 @@ class SaveH5d(MapTransform):
                 for key, name in zip(self.keys, self.dataset_names):
                     f.create_dataset(name, data=_numpy(d[key]).astype(self.dtype))
         return d
+
+
+def write_nifti_atomic(
+    path: str | Path, array: np.ndarray, affine: np.ndarray | None = None, overwrite: bool = False
+) -> None:
+    """Write ``array`` as a NIfTI-1 file (gzip-compressed when ``path`` ends in ``.gz``), atomically.
+
+    The array is stored with its own dtype and axis order (NIfTI's first axis is x); ``affine`` defaults to the
+    identity (voxel coordinates). The bytes are built in memory and written through :func:`utils.atomic.atomic_path`,
+    whose temporary name would otherwise confuse nibabel's choice of format by extension.
+    """
+    image = nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64))
+    data = image.to_bytes()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
 
 
 def overlay_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.4) -> np.ndarray:

@@ -25,9 +25,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from data.ai_challenger_oct import IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, SPLIT_DIRS
+from data.ai_challenger_oct import IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, SPLIT_DIRS, write_oct_cube
 
 __all__ = ["add_arguments", "generate", "synthesize_cube"]
 
@@ -120,12 +119,6 @@ def synthesize_cube(
     return image, label
 
 
-def _write_cube(folder: Path, cube: np.ndarray) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, img in enumerate(cube, start=1):
-        Image.fromarray(img).save(folder / f"{n}.bmp", format="BMP")
-
-
 def generate(
     out_dir: Path,
     cases: int,
@@ -151,6 +144,6 @@ def generate(
             eye, serial = ("OD" if counter % 2 else "OS"), 90000 + counter
             case = f"PS{counter:03d}_MacularCube{width}x{slices}_1-{counter}-2018_10-0-0_{eye}_sn{serial}_cube_z"
             image, label = synthesize_cube(rng, _LESION_CYCLE[i % len(_LESION_CYCLE)], slices, height, width)
-            _write_cube(root / IMAGE_DIR / f"{case}{IMAGE_SUFFIX}", image)
+            write_oct_cube(root / IMAGE_DIR / f"{case}{IMAGE_SUFFIX}", image)
             if split != "test":
-                _write_cube(root / LABEL_DIR / f"{case}{LABEL_SUFFIX}", label)
+                write_oct_cube(root / LABEL_DIR / f"{case}{LABEL_SUFFIX}", label)

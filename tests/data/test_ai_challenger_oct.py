@@ -10,9 +10,9 @@ from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose, MapLabelValued
 from PIL import Image
 
-from data.ai_challenger_oct import OCTSliceDataset, oct_cube_datalist, split_dir
+from data.ai_challenger_oct import OCTSliceDataset, list_cubes, oct_cube_datalist, pack_bscans_as_cube, split_dir
 from transforms.io import CaseReadError
-from transforms.oct import LABEL_TO_CLASS, LoadOCTCubed, StackNeighbourSlicesd
+from transforms.oct import LABEL_TO_CLASS, LoadOCTCubed, StackNeighbourSlicesd, read_oct_cube
 
 CUBE_A = "P0012_MacularCube512x128_8-7-2014_13-29-39_OS_sn27946_cube_z"
 CUBE_B = "PC004_MacularCube512x128_8-26-2013_9-15-7_OS_sn8468_cube_z"
@@ -99,3 +99,40 @@ def test_slice_dataset_over_cached_cubes_from_disk(tmp_path):
     batch = next(iter(DataLoader(ds, batch_size=4, shuffle=False)))
     assert batch["image"].shape == (4, 3, 16, 16) and batch["label"].shape == (4, 1, 16, 16)
     assert batch["slice"].tolist() == [0, 1, 2, 0] and int(batch["label"].max()) == 1
+
+
+def test_folder_of_new_cubes_lists_each_subfolder(tmp_path):
+    for name in (f"{CUBE_B}.img", "eye_without_suffix", ".hidden"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    assert list_cubes(tmp_path) == [
+        {"case": CUBE_B, "image": str(tmp_path / f"{CUBE_B}.img")},
+        {"case": "eye_without_suffix", "image": str(tmp_path / "eye_without_suffix")},
+    ]
+    with pytest.raises(CaseReadError, match="no cube folders"):
+        list_cubes(tmp_path / "eye_without_suffix")
+    with pytest.raises(CaseReadError, match="not found"):
+        list_cubes(tmp_path / "missing")
+
+
+def test_separate_bscans_are_packed_as_a_cube_with_binary_masks(tmp_path):
+    rng = np.random.default_rng(0)
+    images, masks = [], []
+    for n in range(3):
+        rgb = np.repeat(rng.integers(0, 255, (16, 8, 1), dtype=np.uint8), 3, axis=2)  # grey stored as RGB
+        Image.fromarray(rgb).save(tmp_path / f"img_{n}.png")
+        mask = np.zeros((16, 8), np.uint8)
+        mask[n, :3] = [241, 250, 255]  # anti-aliased fluid mask
+        Image.fromarray(mask).save(tmp_path / f"mask_{n}.png")
+        images.append(tmp_path / f"img_{n}.png")
+        masks.append(tmp_path / f"mask_{n}.png")
+    pack_bscans_as_cube(images, tmp_path / "c.img", masks, tmp_path / "c_labelMark", label_code=191)
+    image = read_oct_cube(tmp_path / "c.img", expected_slices=3)
+    label = read_oct_cube(tmp_path / "c_labelMark", allowed_values=(0, 191))
+    np.testing.assert_array_equal(image[2], np.asarray(Image.open(images[2]).convert("L")))
+    assert label[1, 1, :4].tolist() == [191, 191, 191, 0] and label[1].sum() == 3 * 191
+    with pytest.raises(ValueError, match="label_code"):
+        pack_bscans_as_cube(images, tmp_path / "d.img", masks, tmp_path / "d_labelMark", label_code=200)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(CaseReadError, match="different sizes"):
+        pack_bscans_as_cube([images[0], tmp_path / "small.png"], tmp_path / "e.img")

@@ -76,3 +76,23 @@ def test_the_reported_error_is_the_transform_error_not_monai_wrapper():
     )
     failure = workflow.run().failed[0]
     assert failure.error == "ValueError: 0003.h5: dataset 'trans_img' not found"
+
+
+def test_peak_memory_of_each_case_is_reported(tmp_path):
+    def allocate(item: dict) -> dict:
+        return {**item, "image": torch.ones(1, 512, 512 * item["value"])}  # 1 MB per unit of "value"
+
+    workflow = CaseInferenceWorkflow(
+        datalist=[{"case": "small", "value": 1}, {"case": "large", "value": 64}],
+        preprocessing=allocate,
+        network=torch.nn.Identity(),
+        postprocessing=lambda d: d,
+        report_path=tmp_path / "report.json",
+        progress=False,
+    )
+    report = workflow.run()
+    assert set(report.peak_memory_mb) == {"small", "large"} and report.memory_kind
+    assert report.peak_memory_mb["large"] > report.peak_memory_mb["small"] > 0
+    assert "peak memory" in report.summary()
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["max_peak_memory_mb"] == pytest.approx(report.peak_memory_mb["large"])

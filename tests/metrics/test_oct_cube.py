@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,12 +10,15 @@ import pytest
 import torch
 
 from metrics.oct_cube import (
+    EdemaCubeMetric,
     cube_dice,
     detection_auc,
     edema_score_table,
     evaluate_cube,
     format_edema_table,
+    score_prediction_folder,
     slice_presence,
+    write_score_report,
 )
 
 
@@ -110,3 +114,79 @@ def test_score_table_without_detection_and_with_a_lesion_nowhere():
 def test_evaluate_cube_checks_detection_shape():
     with pytest.raises(ValueError, match="det_probs"):
         evaluate_cube(make_cube(), make_cube(), np.zeros((2, 3)), case="x")
+
+
+def write_label_cube(folder, classes: np.ndarray) -> dict:
+    """A label cube folder in the challenge's grey codes from class indices."""
+    from data.ai_challenger_oct import write_oct_cube
+
+    codes = np.array([0, 255, 191, 128], np.uint8)[classes]
+    write_oct_cube(folder, codes)
+    return {"case": folder.name.removesuffix("_labelMark"), "label": str(folder)}
+
+
+def probabilities_of(classes: np.ndarray, det: np.ndarray) -> np.ndarray:
+    """(7, S, H, W) probabilities with argmax ``classes`` and detection probabilities ``det`` (S, 3)."""
+    probs = np.eye(4, dtype=np.float32)[classes].transpose(3, 0, 1, 2)
+    det_channels = np.broadcast_to(det.T[:, :, None, None], (3,) + classes.shape)
+    return np.concatenate([probs, det_channels])
+
+
+def test_prediction_folder_is_scored_like_the_arrays_and_missing_cubes_count_as_background(tmp_path):
+    from transforms.oct import SaveOCTPredictiond
+
+    gt_a, pred_a = make_cube(), make_cube()
+    gt_a[0, 0, :2], pred_a[0, 0, :1] = 1, 1  # REA 2/3
+    gt_b = make_cube()
+    gt_b[1, 1, 1] = 2  # SRF in a cube that gets no prediction
+    det_a = np.array([[0.9, 0.1, 0.1], [0.2, 0.3, 0.1], [0.1, 0.2, 0.1]], np.float32)
+    datalist = [write_label_cube(tmp_path / "a_labelMark", gt_a), write_label_cube(tmp_path / "b_labelMark", gt_b)]
+    pred_dir = tmp_path / "pred"
+    SaveOCTPredictiond(pred_dir)({"case": "a", "pred": probabilities_of(pred_a, det_a)})
+    table = score_prediction_folder(pred_dir, datalist, case_ms={"a": 1500.0}, peak_memory_mb={"a": 300.0})
+    expected = edema_score_table(
+        [evaluate_cube(pred_a, gt_a, det_a, "a"), evaluate_cube(make_cube(), gt_b, np.zeros((3, 3)), "b")]
+    )
+    assert table["dice"] == pytest.approx(expected["dice"], nan_ok=True)
+    assert table["auc"] == pytest.approx(expected["auc"], nan_ok=True)
+    assert table["dice"]["REA"] == pytest.approx(2 / 3) and table["dice"]["SRF"] == 0.0
+    assert table["missing_predictions"] == ["b"]
+    assert table["seconds_per_cube"] == {"mean": 1.5, "max": 1.5} and table["peak_memory_mb"]["max"] == 300.0
+
+
+def test_prediction_of_the_wrong_size_names_the_cube(tmp_path):
+    from transforms.oct import SaveOCTPredictiond
+
+    datalist = [write_label_cube(tmp_path / "a_labelMark", make_cube())]
+    SaveOCTPredictiond(tmp_path / "pred")({"case": "a", "pred": probabilities_of(make_cube(3, 8), np.zeros((3, 3)))})
+    with pytest.raises(ValueError, match=r"cube a: prediction .* is \(3, 8, 8\)"):
+        score_prediction_folder(tmp_path / "pred", datalist)
+
+
+def test_score_report_prints_every_model_and_saves_json(tmp_path, capsys):
+    gt = make_cube()
+    gt[0, 0, 0] = 1
+    table = edema_score_table([evaluate_cube(gt.copy(), gt, np.full((3, 3), 0.5), "a")])
+    write_score_report({"fusion": table, "unet": table}, tmp_path / "scores.json")
+    out = capsys.readouterr().out
+    assert "## fusion" in out and "## unet" in out and "| unet | 1.0000 |" in out
+    assert set(json.loads((tmp_path / "scores.json").read_text())) == {"fusion", "unet"}
+
+
+def test_ignite_metric_gives_the_challenge_score_of_whole_cubes():
+    gt_a, pred_a = make_cube(), make_cube()
+    gt_a[0, 0, :2], pred_a[0, 0, :1] = 1, 1
+    gt_a[2, 1, 1], pred_a[2, 1, 1] = 3, 3
+    gt_b, pred_b = make_cube(), make_cube()
+    gt_b[1, 0, :2], pred_b[1, 0, :2] = 1, 1
+    det = np.array([[0.9, 0.1, 0.1], [0.2, 0.3, 0.1], [0.1, 0.2, 0.8]], np.float32)
+    logits = torch.stack([torch.as_tensor(probabilities_of(p, det)) for p in (pred_a, pred_b)])  # (2, 7, S, H, W)
+    labels = torch.as_tensor(np.stack([gt_a, gt_b]))[:, None]
+    metric = EdemaCubeMetric()
+    metric.update((logits[:1], labels[:1]))
+    metric.update((logits[1:], labels[1:]))
+    expected = edema_score_table([evaluate_cube(pred_a, gt_a, det), evaluate_cube(pred_b, gt_b, det)])
+    assert metric.compute() == pytest.approx(expected["dice"]["mean"])
+    assert metric.table["auc"] == pytest.approx(expected["auc"], nan_ok=True)
+    with pytest.raises(ValueError, match="cube predictions"):
+        metric.update((logits[:, :, 0], labels[:, :, 0]))

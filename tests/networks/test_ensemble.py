@@ -77,3 +77,22 @@ def test_bad_checkpoints_are_named(tmp_path, fold_checkpoints):
         load_fold_models(small_net, [other])
     with pytest.raises(ValueError, match="no entry 'teacher'"):
         read_state_dict(fold_checkpoints[0][1], key="teacher")
+
+
+def test_weighted_fusion_of_packed_outputs_with_the_members_alongside():
+    from networks.unet_plus_plus import UNet, UNetPlusPlus, seg_det_probabilities
+
+    unet_pp, unet = UNetPlusPlus(features=(4, 8, 16, 32, 64)).eval(), UNet(features=(4, 8, 16, 32, 64)).eval()
+    x = torch.randn(2, 3, 32, 16)
+    fusion = ProbabilityEnsemble([unet_pp, unet], activation=seg_det_probabilities, weights=[3, 1], return_members=True)
+    with torch.no_grad():
+        out = fusion(x)
+        p_pp, p_unet = seg_det_probabilities(unet_pp(x)), seg_det_probabilities(unet(x))
+    assert out.shape == (2, 21, 32, 16)
+    torch.testing.assert_close(out[:, :7], 0.75 * p_pp + 0.25 * p_unet)
+    torch.testing.assert_close(out[:, 7:14], p_pp)
+    torch.testing.assert_close(out[:, 14:], p_unet)
+    with pytest.raises(ValueError, match="one non-negative weight per model"):
+        ProbabilityEnsemble([unet_pp, unet], weights=[1.0])
+    with pytest.raises(ValueError, match="one non-negative weight per model"):
+        ProbabilityEnsemble([unet_pp, unet], weights=[1.0, -1.0])

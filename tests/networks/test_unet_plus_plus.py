@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.inferers import SliceInferer
 
-from networks.unet_plus_plus import DilatedBottleneck, UNet, UNetPlusPlus, split_seg_det_output
+from networks.unet_plus_plus import DilatedBottleneck, UNet, UNetPlusPlus, seg_det_probabilities, split_seg_det_output
 
 TINY = (4, 8, 16, 32, 64)
 
@@ -116,3 +116,14 @@ def test_bad_arguments():
         UNet(features=(4, 8, 16))
     with pytest.raises(ValueError, match="output"):
         split_seg_det_output(torch.zeros(2, 3, 4, 4), num_classes=4)
+
+
+def test_probabilities_of_the_packed_output():
+    out = torch.randn(2, 7, 3, 4, 5)  # a cube from SliceInferer
+    probs = seg_det_probabilities(out)
+    assert probs.shape == out.shape
+    torch.testing.assert_close(probs[:, :4].sum(1), torch.ones(2, 3, 4, 5))
+    torch.testing.assert_close(probs[:, 4:], torch.sigmoid(out[:, 4:]))
+    torch.testing.assert_close(probs[:, :4], torch.softmax(out[:, :4], 1))
+    with pytest.raises(ValueError, match="network output"):
+        seg_det_probabilities(torch.zeros(2, 3, 4, 4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,15 @@ from PIL import Image
 
 from networks.unet_plus_plus import UNetPlusPlus, split_seg_det_output
 from transforms.io import CaseReadError
-from transforms.oct import LABEL_TO_CLASS, LoadOCTCubed, StackNeighbourSlicesd, read_oct_cube
+from transforms.oct import (
+    LABEL_TO_CLASS,
+    LoadOCTCubed,
+    SaveOCTPredictiond,
+    StackNeighbourSlicesd,
+    prediction_paths,
+    read_oct_cube,
+    read_oct_prediction,
+)
 
 
 def write_cube(folder: Path, cube: np.ndarray, start: int = 1, ext: str = ".bmp") -> Path:
@@ -215,3 +224,57 @@ def test_real_masks_with_antialiased_values_are_rejected(real_samples, tmp_path)
     image_dir, label_dir = real_cube(real_samples, tmp_path, threshold_masks=False)
     with pytest.raises(CaseReadError, match=r"DUKE_cube_z_labelMark: label slice 1\.bmp has grey values 253"):
         LoadOCTCubed(["image", "label"], label_keys="label")({"image": image_dir, "label": label_dir})
+
+
+def packed_probabilities(slices: int = 3, h: int = 4, w: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(7, S, H, W) probabilities whose argmax in slice s is class s % 4, with a distinct detection row per slice."""
+    probs = np.full((7, slices, h, w), 0.1, np.float32)
+    labels = np.zeros((slices, h, w), np.uint8)
+    for s in range(slices):
+        labels[s] = s % 4
+        labels[s, 0, 0] = (s + 1) % 4  # a pixel that tells rows from columns and slices apart
+    for c in range(4):
+        probs[c][labels == c] = 0.7
+    det = np.stack([np.linspace(0.1, 0.9, slices) + 0.01 * k for k in range(3)], axis=1).astype(np.float32)
+    probs[4:] = det.T[:, :, None, None]
+    return probs, labels, det
+
+
+def test_prediction_is_written_as_nifti_and_csv_in_slice_order(tmp_path):
+    probs, labels, det = packed_probabilities()
+    SaveOCTPredictiond(tmp_path)({"case": "cube_a", "pred": torch.as_tensor(probs)})
+    seg_path, det_path = prediction_paths(tmp_path, "cube_a")
+    volume = np.asarray(nib.load(seg_path).dataobj)
+    assert volume.dtype == np.uint8 and volume.shape == (5, 4, 3)  # (x = column, y = row, z = slice)
+    for s in range(3):
+        np.testing.assert_array_equal(volume[:, :, s].T, labels[s])
+    assert det_path.read_text().splitlines()[:2] == ["slice,REA,SRF,PED", "1,0.100000,0.110000,0.120000"]
+    read_labels, read_det = read_oct_prediction(tmp_path, "cube_a")
+    np.testing.assert_array_equal(read_labels, labels)
+    np.testing.assert_allclose(read_det, det, atol=1e-6)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_fusion_and_members_go_to_their_own_folders_and_nothing_is_overwritten(tmp_path):
+    probs, labels, _ = packed_probabilities()
+    other = probs.copy()
+    other[:4] = other[[1, 0, 2, 3]]  # swaps background and REA
+    save = SaveOCTPredictiond(tmp_path, variants=["fusion", "unet"])
+    save({"case": "c", "pred": np.concatenate([probs, other])})
+    np.testing.assert_array_equal(read_oct_prediction(tmp_path / "fusion", "c")[0], labels)
+    swapped = read_oct_prediction(tmp_path / "unet", "c")[0]
+    np.testing.assert_array_equal(swapped == 1, labels == 0)
+    with pytest.raises(FileExistsError):
+        save({"case": "c", "pred": np.concatenate([probs, other])})
+    with pytest.raises(ValueError, match="cube c: expected 2 group"):
+        SaveOCTPredictiond(tmp_path, variants=["fusion", "unet"], overwrite=True)({"case": "c", "pred": probs})
+
+
+def test_missing_or_inconsistent_prediction_files_name_the_cube(tmp_path):
+    with pytest.raises(CaseReadError, match="cube nope: prediction .*nope_seg.nii.gz not found"):
+        read_oct_prediction(tmp_path, "nope")
+    probs, _, _ = packed_probabilities()
+    SaveOCTPredictiond(tmp_path)({"case": "c", "pred": probs})
+    prediction_paths(tmp_path, "c")[1].write_text("slice,REA,SRF,PED\n1,0.5,0.5,0.5\n")
+    with pytest.raises(CaseReadError, match="cube c: .* has 1 slice rows"):
+        read_oct_prediction(tmp_path, "c")

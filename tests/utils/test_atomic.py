@@ -29,3 +29,14 @@ def test_temporary_file_keeps_the_suffix(tmp_path):
         assert tmp.suffix == ".png"
         tmp.write_bytes(b"x")
     assert (tmp_path / "mask.png").read_bytes() == b"x"
+
+
+def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "shared.txt"
+    write_text_atomic(target, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask

@@ -222,3 +222,16 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["trainer"]["current_epoch"] == 2
+
+
+def test_supervised_only_checkpoint_feeds_inference(dataset, tmp_path):
+    """Without Mean Teacher the best checkpoint holds the network alone (a plain state dict)."""
+    _run(TRAIN, dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), max_epochs=1, **TINY)
+    model = tmp_path / "train" / "models" / "model.pt"
+    assert "network" not in torch.load(model, weights_only=True)
+    images = tmp_path / "images"
+    images.mkdir()
+    source = sorted((dataset / "images").glob("*.h5"))[0]
+    (images / source.name).write_bytes(source.read_bytes())
+    _run(INFERENCE, input_dir=str(images), output_dir=str(tmp_path / "pred"), model_path=str(model), **TINY)
+    assert (tmp_path / "pred" / f"{source.stem}_pred.h5").is_file()

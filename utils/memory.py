@@ -55,9 +55,13 @@ class PeakMemory:
             try:
                 _PROC_CLEAR_REFS.write_text("5")
             except OSError:
-                self.reset = False
+                pass
+            rss, hwm = status_kb("VmRSS"), status_kb("VmHWM")
+            # some kernels accept the write but keep the old high-water mark: then it is the lifetime peak
+            self.reset = rss is not None and hwm is not None and hwm <= rss + 1024
+            if not self.reset:
                 self.kind += ", not resettable: lifetime peak"
-            self._start = (status_kb("VmRSS") or 0) / 1024
+            self._start = (rss or 0) / 1024
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -65,6 +69,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:
-            hwm = status_kb("VmHWM")
-            self.peak_mb = None if hwm is None else hwm / 1024
+            # the kernel refreshes VmHWM lazily; the resident set now is a lower bound of the peak too
+            hwm, rss = status_kb("VmHWM"), status_kb("VmRSS")
+            self.peak_mb = None if hwm is None else max(hwm, rss or 0) / 1024
         self.delta_mb = None if self.peak_mb is None else max(0.0, self.peak_mb - self._start)

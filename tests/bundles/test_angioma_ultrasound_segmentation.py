@@ -17,6 +17,7 @@ from PIL import Image
 from data.synthetic.angioma_ultrasound_segmentation import generate
 from engines.inference import InferenceFailed
 from metrics.ccf_bdci import dice_score
+from tests.bundles.workflow import run_bundle
 from transforms.png import fit_mask_to_image, read_mask_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,14 +32,6 @@ TINY = {**NET, "num_workers": 0, "batch_size": 4, "val_batch_size": 4}
 FOLDS = [0, 1]
 
 
-def _run(config_file: list[str], **override) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(config_file=config_file, workflow_type=None, **override)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ccf_bdci")
@@ -50,14 +43,14 @@ def dataset(tmp_path_factory) -> Path:
 def runs(dataset, tmp_path_factory) -> Path:
     """Folds 0 and 1 (of 5) trained for 2 epochs; fold 1 in two runs, the second resuming the first."""
     out = tmp_path_factory.mktemp("runs")
-    _run(TRAIN, dataset_dir=str(dataset), fold=0, output_dir=str(out / "fold0"), max_epochs=2, **TINY)
-    _run(TRAIN, dataset_dir=str(dataset), fold=1, output_dir=str(out / "fold1"), max_epochs=1, **TINY)
-    _run(TRAIN, dataset_dir=str(dataset), fold=1, output_dir=str(out / "fold1"), max_epochs=2, resume=True, **TINY)
+    run_bundle(TRAIN, dataset_dir=str(dataset), fold=0, output_dir=str(out / "fold0"), max_epochs=2, **TINY)
+    run_bundle(TRAIN, dataset_dir=str(dataset), fold=1, output_dir=str(out / "fold1"), max_epochs=1, **TINY)
+    run_bundle(TRAIN, dataset_dir=str(dataset), fold=1, output_dir=str(out / "fold1"), max_epochs=2, resume=True, **TINY)
     return out
 
 
 def _predict(images: Path, out: Path, runs: Path, **override) -> ConfigWorkflow:
-    return _run(
+    return run_bundle(
         INFERENCE, input_dir=str(images), output_dir=str(out), runs_dir=str(runs), folds=FOLDS, **NET, **override
     )
 
@@ -167,7 +160,7 @@ def test_evaluation_prints_the_ablation_table_and_its_last_row_is_the_written_su
     dataset, runs, tmp_path, capsys
 ):
     out = tmp_path / "eval"
-    _run(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), runs_dir=str(runs), folds=FOLDS, **NET)
+    run_bundle(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), runs_dir=str(runs), folds=FOLDS, **NET)
     printed = capsys.readouterr().out
     for row in ("single model (#0)", "+ TTA (8-way flips)", "+ RSIP", "+ EMF (19 x 19 median)", "2-model ensemble"):
         assert row in printed
@@ -191,7 +184,7 @@ def test_evaluation_names_a_mask_without_an_image(dataset, runs, tmp_path):
             (root / "train_data" / sub / path.name).write_bytes(path.read_bytes())
     (root / "train_data" / "label" / "orphan.png").write_bytes((dataset / "train_data" / "label" / "1.png").read_bytes())
     with pytest.raises(RuntimeError) as failure:
-        _run(EVALUATE, dataset_dir=str(root), output_dir=str(tmp_path / "eval"), runs_dir=str(runs), folds=FOLDS, **NET)
+        run_bundle(EVALUATE, dataset_dir=str(root), output_dir=str(tmp_path / "eval"), runs_dir=str(runs), folds=FOLDS, **NET)
     cause = failure.value
     while cause.__cause__ is not None:
         cause = cause.__cause__
@@ -215,7 +208,7 @@ def test_real_ccf_bdci_test_images_go_through_inference(real_samples, runs, tmp_
 @pytest.mark.slow
 def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
         "--config_file", json.dumps(TRAIN + [str(CONFIGS / "multi_gpu_train.json")]),
         f"--dataset_dir={dataset}", f"--output_dir={tmp_path}", "--max_epochs=1",
         *[f"--{k}={json.dumps(v)}" if isinstance(v, (list, dict)) else f"--{k}={v}" for k, v in TINY.items()],

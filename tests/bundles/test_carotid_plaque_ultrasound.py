@@ -19,6 +19,7 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_ne
 from data.csv2026 import pack_png_as_csv2026_case
 from data.synthetic.carotid_plaque_ultrasound import generate
 from engines.inference import InferenceFailed
+from tests.bundles.workflow import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "carotid_plaque_ultrasound" / "configs"
@@ -38,14 +39,6 @@ TINY = {
 }
 
 
-def _run(config_file: list[str], **override) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(config_file=config_file, workflow_type=None, **override)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("csv2026")
@@ -57,7 +50,7 @@ def dataset(tmp_path_factory) -> Path:
 def trained(dataset, tmp_path_factory) -> Path:
     """A Mean Teacher run of 3 epochs, the teacher starting at the 2nd (teacher reset, EMA, consistency)."""
     out = tmp_path_factory.mktemp("train")
-    _run(
+    run_bundle(
         MEAN_TEACHER,
         dataset_dir=str(dataset),
         output_dir=str(out),
@@ -135,7 +128,7 @@ def test_inference_writes_submissions_and_reports_bad_cases_by_name(dataset, tra
     before = {p.name: p.read_bytes() for p in images.iterdir()}
     out = tmp_path / "pred"
     with pytest.raises(RuntimeError) as failure:  # the bundle runner wraps the workflow's InferenceFailed
-        _run(
+        run_bundle(
             INFERENCE,
             input_dir=str(images),
             output_dir=str(out),
@@ -161,7 +154,7 @@ def test_inference_writes_submissions_and_reports_bad_cases_by_name(dataset, tra
 
 def test_evaluate_prints_and_saves_the_official_score_table(dataset, trained, tmp_path, capsys):
     out = tmp_path / "eval"
-    _run(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), model_path=str(trained / "models" / "model.pt"), **TINY)
+    run_bundle(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), model_path=str(trained / "models" / "model.pt"), **TINY)
     scores = json.loads((out / "scores.json").read_text())
     assert scores["num_cases"] >= 3 and 0.0 <= scores["score"] <= 0.8
     assert {"f1_high_risk", "f1_macro", "long_plaque_nsd", "trans_vessel_dsc", "seg_score", "time_ms"} <= set(scores)
@@ -174,7 +167,7 @@ def test_real_carotid_images_packed_as_cases_go_through_inference(real_samples, 
     for index, png in enumerate(pngs):
         pack_png_as_csv2026_case(png, images / f"{index:04d}.h5")
     out = tmp_path / "pred"
-    _run(INFERENCE, input_dir=str(images), output_dir=str(out), model_path=str(trained / "models" / "model.pt"), **TINY)
+    run_bundle(INFERENCE, input_dir=str(images), output_dir=str(out), model_path=str(trained / "models" / "model.pt"), **TINY)
     for index in range(len(pngs)):
         with h5py.File(out / f"{index:04d}_pred.h5") as f:
             assert f["long_mask"].shape == (512, 512) and f["trans_mask"].shape == (512, 512)
@@ -214,7 +207,7 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(dataset, tmp_p
 @pytest.mark.slow
 def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
         "--config_file", json.dumps(MEAN_TEACHER + [str(CONFIGS / "multi_gpu_train.json")]),
         f"--dataset_dir={dataset}", f"--output_dir={tmp_path}", "--max_epochs=2", "--mt_warmup_epochs=1",
         *[f"--{k}={json.dumps(v)}" if isinstance(v, list) else f"--{k}={v}" for k, v in TINY.items()],
@@ -226,12 +219,12 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
 
 def test_supervised_only_checkpoint_feeds_inference(dataset, tmp_path):
     """Without Mean Teacher the best checkpoint holds the network alone (a plain state dict)."""
-    _run(TRAIN, dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), max_epochs=1, **TINY)
+    run_bundle(TRAIN, dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), max_epochs=1, **TINY)
     model = tmp_path / "train" / "models" / "model.pt"
     assert "network" not in torch.load(model, weights_only=True)
     images = tmp_path / "images"
     images.mkdir()
     source = sorted((dataset / "images").glob("*.h5"))[0]
     (images / source.name).write_bytes(source.read_bytes())
-    _run(INFERENCE, input_dir=str(images), output_dir=str(tmp_path / "pred"), model_path=str(model), **TINY)
+    run_bundle(INFERENCE, input_dir=str(images), output_dir=str(tmp_path / "pred"), model_path=str(model), **TINY)
     assert (tmp_path / "pred" / f"{source.stem}_pred.h5").is_file()

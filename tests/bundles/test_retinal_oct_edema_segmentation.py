@@ -22,6 +22,7 @@ from data.synthetic.retinal_oct_edema_segmentation import generate
 from engines.inference import InferenceFailed
 from losses.exp_log import BatchDiceLoss
 from networks.unet_plus_plus import UNet, UNetPlusPlus
+from tests.bundles.workflow import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "retinal_oct_edema_segmentation" / "configs"
@@ -36,14 +37,6 @@ TINY = {"features": WIDTHS, "fusion_features": WIDTHS, "roi_size": [64, 32], "sl
 TRAIN_TINY = {k: v for k, v in TINY.items() if k != "fusion_features"} | {"batch_size": 4}
 
 
-def _run(config_file: list[str], **override) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(config_file=config_file, workflow_type=None, **override)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("oct")
@@ -55,8 +48,8 @@ def dataset(tmp_path_factory) -> Path:
 def trained(dataset, tmp_path_factory) -> dict[str, Path]:
     """The fusion pair: UNet++ (EL-Dice, poly) for 2 epochs and UNet (plain Dice, step schedule) for 1."""
     out = tmp_path_factory.mktemp("train")
-    _run(TRAIN, dataset_dir=str(dataset), output_dir=str(out / "unet_plus_plus"), max_epochs=2, **TRAIN_TINY)
-    _run(TRAIN_UNET, dataset_dir=str(dataset), output_dir=str(out / "unet"), max_epochs=1, **TRAIN_TINY)
+    run_bundle(TRAIN, dataset_dir=str(dataset), output_dir=str(out / "unet_plus_plus"), max_epochs=2, **TRAIN_TINY)
+    run_bundle(TRAIN_UNET, dataset_dir=str(dataset), output_dir=str(out / "unet"), max_epochs=1, **TRAIN_TINY)
     return {name: out / name for name in ("unet_plus_plus", "unet")}
 
 
@@ -128,7 +121,7 @@ def test_exported_torchscript_reproduces_the_network(trained, tmp_path):
 
 def test_evaluate_prints_and_saves_single_model_and_fused_scores(dataset, trained, tmp_path, capsys):
     out = tmp_path / "eval"
-    _run(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), **_models(trained), **TINY)
+    run_bundle(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), **_models(trained), **TINY)
     printed = capsys.readouterr().out
     assert "## fusion" in printed and "## unet_plus_plus" in printed and "## unet\n" in printed
     scores = json.loads((out / "scores.json").read_text())
@@ -159,7 +152,7 @@ def test_inference_writes_volumes_and_reports_bad_cubes_by_name(dataset, trained
     before = {p: p.read_bytes() for p in images.rglob("*.bmp")}
     out = tmp_path / "pred"
     with pytest.raises(RuntimeError) as failure:  # the bundle runner wraps the workflow's InferenceFailed
-        _run(INFERENCE, input_dir=str(images), output_dir=str(out), **_models(trained), **TINY)
+        run_bundle(INFERENCE, input_dir=str(images), output_dir=str(out), **_models(trained), **TINY)
     assert isinstance(failure.value.__cause__, InferenceFailed)
     message = str(failure.value.__cause__)
     assert "gap.img: missing slice 3.bmp" in message
@@ -187,7 +180,7 @@ def test_real_duke_bscans_go_through_inference_as_a_short_cube(real_samples, tmp
     torch.save(UNetPlusPlus(features=widths).state_dict(), tmp_path / "model.pt")
     out = tmp_path / "pred"
     # B-scans of 496 x 768 in 512 x 768 windows: padded in height, cropped back
-    _run(INFERENCE, input_dir=str(tmp_path / "images"), output_dir=str(out), model_path=str(tmp_path / "model.pt"),
+    run_bundle(INFERENCE, input_dir=str(tmp_path / "images"), output_dir=str(out), model_path=str(tmp_path / "model.pt"),
          fusion=False, features=widths, roi_size=[512, 768], slice_batch_size=7)  # fmt: skip
     assert nib.load(out / "DUKE_seg.nii.gz").shape == (768, 496, len(scans))
     assert len((out / "DUKE_det.csv").read_text().splitlines()) == len(scans) + 1
@@ -201,7 +194,7 @@ def test_training_resumes_after_the_last_completed_epoch(dataset, trained, tmp_p
     logger = logging.getLogger("handlers.checkpoint")  # the bundle's logging.conf replaces the root's handlers
     logger.addHandler(handler)
     try:
-        _run(TRAIN_UNET, dataset_dir=str(dataset), output_dir=str(run), max_epochs=2, resume=True, **TRAIN_TINY)
+        run_bundle(TRAIN_UNET, dataset_dir=str(dataset), output_dir=str(run), max_epochs=2, resume=True, **TRAIN_TINY)
     finally:
         logger.removeHandler(handler)
     assert any(m.endswith("after epoch 1") for m in messages), messages
@@ -212,7 +205,7 @@ def test_training_resumes_after_the_last_completed_epoch(dataset, trained, tmp_p
 def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
     overrides = TRAIN_TINY | {"max_epochs": 1}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
         "--config_file", json.dumps(TRAIN + [str(CONFIGS / "multi_gpu_train.json")]),
         f"--dataset_dir={dataset}", f"--output_dir={tmp_path}",
         *[f"--{k}={json.dumps(v)}" if isinstance(v, list) else f"--{k}={v}" for k, v in overrides.items()],

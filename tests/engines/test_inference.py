@@ -92,7 +92,9 @@ def test_peak_memory_of_each_case_is_reported(tmp_path):
     )
     report = workflow.run()
     assert set(report.peak_memory_mb) == {"small", "large"} and report.memory_kind
-    assert report.peak_memory_mb["large"] > report.peak_memory_mb["small"] > 0
+    # per-case figures are recorded and ordered; that a block's allocation raises the CPU peak is checked in a
+    # fresh process by tests/utils/test_memory.py (a long-lived test worker can serve it from freed memory)
+    assert report.peak_memory_mb["large"] >= report.peak_memory_mb["small"] > 0
     assert "peak memory" in report.summary()
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["max_peak_memory_mb"] == pytest.approx(report.peak_memory_mb["large"])

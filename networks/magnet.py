@@ -4,7 +4,7 @@ Rebuilt from RECIPES 1.2 in native PyTorch: one ConvNeXt encoder shared by the l
 views, an extra stride-2 stem for an H/2 skip, one UNet decoder per view, and a classification head fed by
 both views (plaque-weighted pooling of the bottleneck + 10 parameter-free morphology features of the detached
 segmentation). Unlike the original, the extra stem is trained (its freeze rule there left it at random init,
-RECIPES 1.6) and :meth:`MagnetNet.set_encoder_trainable` freezes exactly the ConvNeXt encoder.
+RECIPES 1.6); ``handlers.freeze.FreezeForEpochs`` on ``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
 
 I/O contract (CONTRIBUTING.md): ``forward(x: (B, 2, H, W)) -> (B, 2 * num_classes + 1, H, W)`` with channels
 ``[0:C]`` long-view logits, ``[C:2C]`` transverse-view logits and ``2C`` the risk logit broadcast over H, W;
@@ -186,12 +186,6 @@ class MagnetNet(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.cls_head = nn.Sequential(*layers)
-
-    def set_encoder_trainable(self, trainable: bool) -> None:
-        """Freeze (``False``) or unfreeze (``True``) the ConvNeXt encoder; the extra stem, decoders and head
-        keep their ``requires_grad``."""
-        for param in self.encoder.parameters():
-            param.requires_grad_(trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, 2 * in_channels, H, W) -> (B, 2 * num_classes + 1, H, W), see the module docstring."""

@@ -105,6 +105,24 @@ def _plaque_echo(rng: np.random.Generator, size: int, plaque: _Plaque) -> np.nda
     return plaque.echo + plaque.heterogeneity * _texture(rng, size, max(2.0, 0.015 * size))
 
 
+def _paint_vessel(
+    rng: np.random.Generator,
+    echo: np.ndarray,
+    walls: np.ndarray,
+    lumen: np.ndarray,
+    plaque_region: np.ndarray,
+    plaque: _Plaque,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bright walls, a dark lumen and the plaque's echo on ``echo`` (in place), and the view's mask."""
+    echo[walls] = rng.uniform(0.75, 0.95)
+    echo[lumen] = rng.uniform(0.02, 0.06)
+    echo[plaque_region] = _plaque_echo(rng, echo.shape[0], plaque)[plaque_region]
+    mask = np.zeros(echo.shape, np.uint8)
+    mask[lumen] = VESSEL
+    mask[plaque_region] = PLAQUE
+    return echo, mask
+
+
 def _longitudinal(
     rng: np.random.Generator, size: int, top: int, bottom: int, plaque: _Plaque, tissue: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -137,13 +155,7 @@ def _longitudinal(
     )
 
     echo = tissue.copy()
-    echo[walls] = rng.uniform(0.75, 0.95)
-    echo[lumen] = rng.uniform(0.02, 0.06)
-    echo[plaque_region] = _plaque_echo(rng, size, plaque)[plaque_region]
-    mask = np.zeros((size, size), np.uint8)
-    mask[lumen] = VESSEL
-    mask[plaque_region] = PLAQUE
-    return echo, mask
+    return _paint_vessel(rng, echo, walls, lumen, plaque_region, plaque)
 
 
 def _transverse(
@@ -177,13 +189,7 @@ def _transverse(
         vein_cx = cx + side * (radius_x + wall + vein_rx + rng.uniform(0.02, 0.06) * size)
         vein_cy = cy - rng.uniform(0.3, 0.9) * radius
         echo[np.hypot((x - vein_cx) / vein_rx, (y - vein_cy) / vein_ry) < 1] = rng.uniform(0.04, 0.1)
-    echo[walls] = rng.uniform(0.75, 0.95)
-    echo[lumen] = rng.uniform(0.02, 0.06)
-    echo[plaque_region] = _plaque_echo(rng, size, plaque)[plaque_region]
-    mask = np.zeros((size, size), np.uint8)
-    mask[lumen] = VESSEL
-    mask[plaque_region] = PLAQUE
-    return echo, mask
+    return _paint_vessel(rng, echo, walls, lumen, plaque_region, plaque)
 
 
 def _tissue(rng: np.random.Generator, size: int, top: int, bottom: int) -> np.ndarray:

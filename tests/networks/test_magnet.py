@@ -100,13 +100,21 @@ def test_plaque_weighted_pool() -> None:
     torch.testing.assert_close(unweighted, features.mean(dim=(2, 3)))
 
 
-def test_set_encoder_trainable_freezes_only_the_encoder() -> None:
+def test_freezing_the_encoder_freezes_only_the_encoder() -> None:
+    from ignite.engine import Engine
+
+    from handlers.freeze import FreezeForEpochs
+
     net = _tiny()
-    net.set_encoder_trainable(False)
+    engine = Engine(lambda engine, batch: None)
+    freeze = FreezeForEpochs(net.encoder, epochs=1)
+    engine.state.epoch = 1
+    freeze(engine)
     frozen = {name for name, p in net.named_parameters() if not p.requires_grad}
     assert frozen == {name for name, _ in net.named_parameters() if name.startswith("encoder.")}
     assert all(p.requires_grad for p in net.extra_stem.parameters())
-    net.set_encoder_trainable(True)
+    engine.state.epoch = 2
+    freeze(engine)
     assert all(p.requires_grad for p in net.parameters())
 
 

@@ -36,7 +36,7 @@ from monai.transforms import apply_transform
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 
 __all__ = [
     "IMAGE_DIR",

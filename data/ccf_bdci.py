@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from data.splits import quantile_strata, stratified_kfold, train_val_ids
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 from transforms.png import read_mask_png
 
 __all__ = [

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from data.splits import stratified_kfold, train_val_ids
-from transforms.io import CaseReadError, read_h5_dataset, write_h5_atomic
+from formats.errors import CaseReadError
+from transforms.io import read_h5_dataset, write_h5_atomic
 
 __all__ = [
     "labelled_cases",

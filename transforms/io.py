@@ -21,24 +21,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
+from formats.errors import CaseReadError
 from utils.atomic import atomic_path
 
-__all__ = ["CaseReadError", "LoadH5d", "read_h5_dataset", "write_h5_atomic"]
-
-
-class CaseReadError(ValueError):
-    """A case file that cannot be used; the message names the file (and the dataset) and the problem.
-
-    Args:
-        message: the full message.
-        path: the offending file, kept as ``self.path`` for callers that skip or report bad cases.
-        key: the dataset (or data key) concerned, if any, kept as ``self.key``.
-    """
-
-    def __init__(self, message: str, path: str | os.PathLike | None = None, key: str | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
-        self.key = key
+__all__ = ["LoadH5d", "read_h5_dataset", "write_h5_atomic"]
 
 
 def read_h5_dataset(

@@ -14,13 +14,13 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 
 __all__ = ["CheckLabelValuesd"]
 
 
 class CheckLabelValuesd(MapTransform):
-    """Raise :class:`~transforms.io.CaseReadError` when ``data[key]`` holds a value outside ``allowed``.
+    """Raise :class:`~formats.errors.CaseReadError` when ``data[key]`` holds a value outside ``allowed``.
 
     The message names the file (the ``filename_or_obj`` meta entry of a ``MetaTensor``), the key, the
     unexpected values (at most ten) and the allowed ones. The data pass through unchanged.

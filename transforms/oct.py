@@ -5,7 +5,7 @@ A cube (one eye, Cirrus "MacularCube512x128") is a folder of B-scan images named
 values are 0 background, 255 REA, 191 SRF, 128 PED (see :mod:`data.ai_challenger_oct` for the folder layout).
 
 * :class:`LoadOCTCubed` reads such a folder into an ``(S, H, W)`` uint8 array, slices in numeric order (``10.bmp``
-  after ``9.bmp``), and rejects a broken cube with a :class:`~transforms.io.CaseReadError` naming the cube folder and
+  after ``9.bmp``), and rejects a broken cube with a :class:`~formats.errors.CaseReadError` naming the cube folder and
   the slice: gap in the numbering, fewer slices than expected, a slice of another size, an unreadable image, a label
   slice with a grey value that is no label code. The label codes are then mapped to class indices with MONAI's
   ``MapLabelValued`` (``orig_labels=[255, 191, 128]``, ``target_labels=[1, 2, 3]``, ``dtype="uint8"``).
@@ -42,7 +42,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_numpy, ensure_tuple, ensure_tuple_rep
 from PIL import Image, UnidentifiedImageError
 
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 from transforms.writers import write_nifti_atomic
 from utils.atomic import write_text_atomic
 
@@ -209,7 +209,7 @@ class LoadOCTCubed(MapTransform):
         allow_missing_keys: skip missing keys instead of raising.
 
     After loading, all loaded keys must have the same shape (an image cube and its label cube slice for slice);
-    otherwise a :class:`~transforms.io.CaseReadError` names both folders.
+    otherwise a :class:`~formats.errors.CaseReadError` names both folders.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ The angioma images are RGB PNGs whose three channels are identical, the masks 8-
 channel ``(1, H, W)``; :class:`LoadMaskPNGd` returns {0, 1} and resizes a slightly-off mask to its image with
 nearest neighbour, as the challenge's loader does. Anything else (a missing or corrupt file, 16-bit, alpha,
 palette, RGB with differing channels, mask values other than 0/255, a mask far from its image's size) raises
-:class:`transforms.io.CaseReadError` naming the file, so one bad case among hundreds is found at once.
+:class:`formats.errors.CaseReadError` naming the file, so one bad case among hundreds is found at once.
 Unlike MONAI's ``PILReader`` (which returns ``(W, H)`` unless told otherwise), arrays here are ``(H, W)``.
 """
 
@@ -22,7 +22,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from PIL import Image
 
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 from utils.atomic import atomic_path
 
 __all__ = [

@@ -11,7 +11,7 @@ from monai.transforms import Compose, MapLabelValued
 from PIL import Image
 
 from data.ai_challenger_oct import OCTSliceDataset, list_cubes, oct_cube_datalist, pack_bscans_as_cube, split_dir
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 from transforms.oct import LABEL_TO_CLASS, LoadOCTCubed, StackNeighbourSlicesd, read_oct_cube
 
 CUBE_A = "P0012_MacularCube512x128_8-7-2014_13-29-39_OS_sn27946_cube_z"

@@ -17,7 +17,7 @@ from data.ccf_bdci import (
     train_datalist,
 )
 from data.splits import quantile_strata
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 
 
 @pytest.fixture(scope="module")

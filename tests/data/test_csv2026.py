@@ -21,7 +21,8 @@ from data.csv2026 import (
 )
 from data.synthetic.carotid_plaque_ultrasound import generate
 from transforms.carotid import carotid_val_transforms
-from transforms.io import CaseReadError, LoadH5d, write_h5_atomic
+from formats.errors import CaseReadError
+from transforms.io import LoadH5d, write_h5_atomic
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from transforms.carotid import (
     carotid_unlabelled_transforms,
     carotid_val_transforms,
 )
-from transforms.io import CaseReadError, write_h5_atomic
+from formats.errors import CaseReadError
+from transforms.io import write_h5_atomic
 
 SIZE = 48  # stored side of the test cases
 IMAGE_SIZE = 32  # pipeline output side

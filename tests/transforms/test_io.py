@@ -11,7 +11,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapLabelValued
 
-from transforms.io import CaseReadError, LoadH5d, write_h5_atomic
+from formats.errors import CaseReadError
+from transforms.io import LoadH5d, write_h5_atomic
 from transforms.label import CheckLabelValuesd
 
 

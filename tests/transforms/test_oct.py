@@ -13,7 +13,7 @@ from monai.transforms import Compose, MapLabelValued, NormalizeIntensityd, RandF
 from PIL import Image
 
 from networks.unet_plus_plus import UNetPlusPlus, split_seg_det_output
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 from transforms.oct import (
     LABEL_TO_CLASS,
     LoadOCTCubed,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transforms.io import CaseReadError
+from formats.errors import CaseReadError
 from transforms.png import LoadGreyPNGd, LoadMaskPNGd, SaveGreyPNGd, fit_mask_to_image, save_png_atomic
 
 

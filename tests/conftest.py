@@ -1,4 +1,4 @@
-"""Shared test settings: deterministic seeds and paths to the shared real samples."""
+"""Shared test settings: deterministic seeds and the real sample images shipped with the tests."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_SAMPLES = REPO_ROOT.parent / "shared" / "real_samples"
+REAL_SAMPLES = REPO_ROOT / "tests" / "data" / "real"
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,5 @@ def _seed() -> None:
 
 @pytest.fixture(scope="session")
 def real_samples() -> Path:
-    """The folder of real images shipped beside the repository (see its SOURCES.md)."""
-    if not REAL_SAMPLES.is_dir():
-        pytest.fail(f"real samples not found at {REAL_SAMPLES}: the repository must sit beside shared/")
+    """The folder of real images shipped with the tests (sources and licences in its SOURCES.md)."""
     return REAL_SAMPLES

@@ -22,7 +22,7 @@ from transforms.png import fit_mask_to_image, read_mask_png
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "angioma_ultrasound_segmentation" / "configs"
-SCHEMA = REPO.parent / "shared" / "zoo_schema" / "meta_schema_20220324.json"
+SCHEMA = REPO / "tests" / "data" / "zoo_schema" / "meta_schema_20220324.json"
 TRAIN = [str(CONFIGS / "train.json")]
 INFERENCE = [str(CONFIGS / "inference.json")]
 EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]

@@ -23,7 +23,7 @@ from tests.bundles.workflow import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "carotid_plaque_ultrasound" / "configs"
-SCHEMA = REPO.parent / "shared" / "zoo_schema" / "meta_schema_20220324.json"
+SCHEMA = REPO / "tests" / "data" / "zoo_schema" / "meta_schema_20220324.json"
 TRAIN = [str(CONFIGS / "train.json")]
 MEAN_TEACHER = TRAIN + [str(CONFIGS / "mean_teacher.json")]
 INFERENCE = [str(CONFIGS / "inference.json")]

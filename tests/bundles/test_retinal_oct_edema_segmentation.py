@@ -26,7 +26,7 @@ from tests.bundles.workflow import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "retinal_oct_edema_segmentation" / "configs"
-SCHEMA = REPO.parent / "shared" / "zoo_schema" / "meta_schema_20220324.json"
+SCHEMA = REPO / "tests" / "data" / "zoo_schema" / "meta_schema_20220324.json"
 TRAIN = [str(CONFIGS / "train.json")]
 TRAIN_UNET = TRAIN + [str(CONFIGS / "unet.json")]
 INFERENCE = [str(CONFIGS / "inference.json")]

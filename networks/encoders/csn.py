@@ -181,6 +181,11 @@ class CSNEncoder(nn.Module):
         self.reductions: tuple[tuple[int, ...], ...] = tuple(reductions)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"CSNEncoder expects a (B, {self.in_channels}, D, H, W) volume, got shape {tuple(x.shape)} "
+                "(mmaction2's weights take 3 channels: repeat a 1-channel CT 3 times)"
+            )
         x = self.conv1(x)
         features = [x]
         x = self.maxpool(x)

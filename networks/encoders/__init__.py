@@ -11,5 +11,6 @@ from networks.encoders.base import (
     load_encoder_weights,
     register_encoder,
 )
+from networks.encoders import csn  # noqa: F401  (registers the "csn" family)
 
 __all__ = ["ENCODERS", "FeatureEncoder", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

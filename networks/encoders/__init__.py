@@ -11,5 +11,7 @@ from networks.encoders.base import (
     load_encoder_weights,
     register_encoder,
 )
+from networks.encoders import pvt_v2
+from networks.encoders import resnet_d
 
 __all__ = ["ENCODERS", "FeatureEncoder", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

@@ -168,7 +168,7 @@ class PVTv2Stage(nn.Module):
         self.downsample = OverlapPatchEmbed(in_channels, dim, kernel_size=3, stride=2) if downsample else None
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
         self.blocks = nn.ModuleList(
-            [PVTv2Block(dim, num_heads, mlp_ratio, sr_ratio, qkv_bias=qkv_bias, drop_path=rates[j]) for j in range(depth)]
+            [PVTv2Block(dim, num_heads, mlp_ratio, sr_ratio, qkv_bias, drop_path=rates[j]) for j in range(depth)]
         )
         self.norm = nn.LayerNorm(dim, eps=_BLOCK_NORM_EPS)
 
@@ -217,9 +217,11 @@ class PVTv2Encoder(nn.Module):
         tap_patch_embed: bool = True,
     ) -> None:
         super().__init__()
-        sizes = {"depths": depths, "dims": dims, "num_heads": num_heads, "mlp_ratios": mlp_ratios, "sr_ratios": sr_ratios}
-        if len({len(v) for v in sizes.values()}) != 1 or len(dims) == 0:
-            raise ValueError(f"PVT-v2 needs one entry per stage in each of {sizes}")
+        if len(dims) == 0 or any(len(s) != len(dims) for s in (depths, num_heads, mlp_ratios, sr_ratios)):
+            raise ValueError(
+                f"PVT-v2 needs one entry per stage in depths {tuple(depths)}, dims {tuple(dims)}, num_heads "
+                f"{tuple(num_heads)}, mlp_ratios {tuple(mlp_ratios)} and sr_ratios {tuple(sr_ratios)}"
+            )
         self.in_channels = in_channels
         self.tap_patch_embed = tap_patch_embed
         stage_reductions = [4 * 2**i for i in range(len(dims))]

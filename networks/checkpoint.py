@@ -9,10 +9,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["STATE_DICT_KEYS", "adapt_input_conv_weight", "load_pretrained_encoder", "load_weights", "read_state_dict"]
+__all__ = [
+    "STATE_DICT_KEYS",
+    "adapt_input_conv_weight",
+    "load_pretrained_encoder",
+    "load_weights",
+    "read_state_dict",
+    "unwrap_state_dict",
+]
 
 #: where a checkpoint dict may hold the network's state dict (MONAI ``CheckpointSaver`` ``save_dict`` names first)
 STATE_DICT_KEYS = ("network", "model", "state_dict")
+
+
+def unwrap_state_dict(checkpoint: Mapping) -> Mapping:
+    """The state dict held by ``checkpoint``: its first ``"network"``/``"model"``/``"state_dict"`` entry that is a
+    dict (training checkpoints wrap the weights with optimiser state and epoch counters), else ``checkpoint``."""
+    return next((checkpoint[k] for k in STATE_DICT_KEYS if isinstance(checkpoint.get(k), Mapping)), checkpoint)
 
 
 def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
@@ -39,7 +52,7 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
                 raise ValueError(f"checkpoint {path} has no entry {key!r}; it has {sorted(map(str, obj))[:10]}")
             obj = obj[key]
         else:
-            obj = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), obj)
+            obj = unwrap_state_dict(obj)
     if not isinstance(obj, Mapping) or not obj or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):

@@ -11,6 +11,6 @@ from networks.encoders.base import (
     load_encoder_weights,
     register_encoder,
 )
-from networks.encoders import csn  # noqa: F401  (registers the "csn" family)
+from networks.encoders import csn, pvt_v2, resnet_d  # noqa: F401  (importing a family registers it)
 
 __all__ = ["ENCODERS", "FeatureEncoder", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

@@ -11,9 +11,10 @@ Conventions, shared by :func:`read_dicom_series` and :func:`read_label_map` (and
   MONAI's default ``affine_lps_to_ras=True``).
 * Values are Hounsfield units, ``stored * RescaleSlope + RescaleIntercept`` per slice (GDCM applies it while
   decoding). ``int16`` when every slice has an integral slope and intercept, ``float32`` otherwise.
-* ``MONOCHROME1`` series (bright = low value) are mirrored over the series' value range so that bone is bright
-  as in ``MONOCHROME2``; the reference solution (selimsef/rsna_cervical_fracture, ``datatools/converter.py``)
-  inverts such slices too, per slice, which would make slices of one study inconsistent.
+* ``MONOCHROME1`` series (bright = low value) are mirrored over the series' stored range before rescaling so that
+  bone is bright as in ``MONOCHROME2`` (:func:`_monochrome1_to_hu`); the reference solution
+  (selimsef/rsna_cervical_fracture, ``datatools/converter.py``) inverts such slices too, but per slice, which
+  makes the slices of one study inconsistent.
 
 MONAI's ``ITKReader`` already sorts a series and rescales it, but it silently takes the first of several series
 in a folder and checks neither gaps, slice sizes nor the photometric interpretation, and an unreadable file
@@ -103,15 +104,17 @@ def _check_one_series(folder: Path, headers: Sequence[dict[str, Any]]) -> None:
     if len(series) > 1:
         found = ", ".join(f"{uid or '<none>'} ({len(paths)} files, e.g. {paths[0].name})" for uid, paths in series.items())
         raise CaseReadError(f"{folder}: {len(series)} series in one folder: {found}", path=folder, key="SeriesInstanceUID")
-    first = headers[0]
-    for h in headers[1:]:
-        if h["size"] != first["size"]:
+    sizes = [h["size"] for h in headers]
+    common = max(set(sizes), key=sizes.count)
+    for h in headers:
+        if h["size"] != common:
             raise CaseReadError(
-                f"{h['path']}: slice size {h['size']} (columns, rows) differs from {first['size']} of "
-                f"{first['path'].name}",
+                f"{h['path']}: slice size {h['size']} (columns, rows) differs from the series' {common}",
                 path=h["path"],
                 key="Rows/Columns",
             )
+    first = headers[0]
+    for h in headers[1:]:
         if not (np.allclose(h["row_dir"], first["row_dir"], atol=1e-3) and np.allclose(h["col_dir"], first["col_dir"], atol=1e-3)):
             raise CaseReadError(
                 f"{h['path']}: ImageOrientationPatient differs from {first['path'].name}", path=h["path"], key="ImageOrientationPatient"
@@ -171,6 +174,20 @@ def _read_pixels(header: dict[str, Any], integral: bool) -> np.ndarray:
     return pixels.reshape(rows, columns)
 
 
+def _monochrome1_to_hu(volume: np.ndarray, headers: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Bone-bright HU of a MONOCHROME1 series as decoded by GDCM (axes (i, j, k)).
+
+    GDCM (ITK 5.4) complements MONOCHROME1 stored values (``-1 - stored``) before rescaling; that is undone per
+    slice to get ``stored * slope + intercept``, which is then mirrored over the series' range (the values of an
+    inverted series are stored high-for-air).
+    """
+    slope = np.array([h["slope"] for h in headers])
+    intercept = np.array([h["intercept"] for h in headers])
+    plain = (2 * intercept - slope) - volume.astype(np.float64)
+    mirrored = plain.max() + plain.min() - plain
+    return mirrored.astype(volume.dtype)
+
+
 def read_dicom_series(
     folder: str | os.PathLike, pattern: str = "*.dcm", max_gap: float = 1.5
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -185,8 +202,8 @@ def read_dicom_series(
     Returns:
         ``(volume, affine, metadata)``: ``volume`` ``(columns, rows, slices)`` int16 or float32 HU; ``affine``
         4x4 RAS; ``metadata`` with ``files`` (in volume order), ``study_uid``, ``series_uid``, ``spacing``
-        ``(di, dj, dk)`` mm, ``slice_positions`` (mm along the normal), ``photometric``, ``file_order_reversed``
-        (True when the instance numbers decrease along ``k``, as in part of the RSNA studies) and ``space`` "RAS".
+        ``(di, dj, dk)`` mm, ``slice_positions`` (mm along the normal), ``photometric``, ``instance_numbers_decrease``
+        (True when InstanceNumber decreases along ``k``: file 1 is the top slice, as in most RSNA studies) and ``space`` "RAS".
 
     Raises:
         CaseReadError: the folder is missing or empty; a file is not readable DICOM or lacks geometry tags;
@@ -207,8 +224,7 @@ def read_dicom_series(
     volume = np.stack([_read_pixels(h, integral) for h in headers], axis=-1).transpose(1, 0, 2)
     photometric = headers[0]["photometric"]
     if photometric == "MONOCHROME1":
-        low, high = volume.min(), volume.max()
-        volume = (high - volume) + low  # mirror within the series' own range; high - v cannot overflow first
+        volume = _monochrome1_to_hu(volume, headers)
     first = headers[0]
     step = float((positions[-1] - positions[0]) / (len(positions) - 1)) if len(positions) > 1 else 1.0
     normal = np.cross(first["row_dir"], first["col_dir"])
@@ -229,7 +245,7 @@ def read_dicom_series(
         "photometric": photometric,
         "rescale_slope": [h["slope"] for h in headers],
         "rescale_intercept": [h["intercept"] for h in headers],
-        "file_order_reversed": len(known) > 1 and known[0] > known[-1],
+        "instance_numbers_decrease": len(known) > 1 and known[0] > known[-1],
         "space": "RAS",
     }
     return volume, LPS_TO_RAS @ lps, metadata

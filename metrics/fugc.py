@@ -1,8 +1,9 @@
 """The FUGC 2025 segmentation metrics (Dice per lip, full Hausdorff distance, runtime) as the organisers compute them.
 
-Facts, from the evaluation classes the organisers handed out with their baseline (maskoffs/
-Fetal-Ultrasound-Grand-Challenge) and which several top-10 teams kept verbatim in their code (collected in
-baijieyun/ISBI-2025-FUGC-Source-Code, e.g. Code_T5/eval.py, Code_T6/COMT/COMT/utils/metrics.py):
+Facts, from the evaluation classes (``DSC``, ``HD``) that several top-10 teams carry identically, organiser
+comments included, evidently from the organisers' baseline (maskoffs/Fetal-Ultrasound-Grand-Challenge); the
+teams' code is collected in baijieyun/ISBI-2025-FUGC-Source-Code (e.g. Code_T5/eval.py,
+Code_T6/COMT/COMT/utils/metrics.py, Code_T1/.../src/metric/metric.py):
 
 * Per image, on the ``(H, W)`` class-index maps (0 background, 1 anterior lip, 2 posterior lip).
 * Dice of class 1 and of class 2, each ``(2 |P & G| + 1e-6) / (|P| + |G| + 1e-6)``; the image's Dice is their

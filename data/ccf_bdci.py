@@ -1,6 +1,6 @@
 """Datalists of the CCF BDCI 2021 ULSEG (angioma) layout and its lesion-size-stratified k-fold split.
 
-On-disk layout (the challenge's, as the rank-1 repository expects it, RECIPES 2)::
+On-disk layout (the challenge's, as the rank-1 repository chaineypung/CCF-BDCI-2021-ULSEG-Rank1st expects it)::
 
     root/
         train_data/img/<ID>.png       RGB PNG, identical channels (215 images)
@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from data.splits import quantile_strata, stratified_kfold, train_val_ids
+from data.splits import case_sort_key, quantile_strata, stratified_kfold, train_val_ids
 from formats.errors import CaseReadError
 from transforms.png import read_mask_png
 
@@ -49,10 +49,6 @@ TRAIN_CSV = "train_data/train.csv"
 TEST_IMAGE_DIR = "test_data/img"
 
 
-def _case_order(case: str) -> tuple[int, int, str]:
-    return (0, int(case), case) if case.isdigit() else (1, 0, case)
-
-
 def _pngs(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise CaseReadError(f"CCF BDCI folder not found: {folder}", path=folder)
@@ -60,7 +56,7 @@ def _pngs(folder: Path) -> dict[str, Path]:
 
 
 def _refuse_orphans(files: dict[str, Path], partners: dict[str, Path], problem: str) -> None:
-    orphans = sorted(set(files) - set(partners), key=_case_order)
+    orphans = sorted(set(files) - set(partners), key=case_sort_key)
     if orphans:
         listed = ", ".join(str(files[c]) for c in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
         raise CaseReadError(f"{len(orphans)} {problem}: {listed}", path=files[orphans[0]])
@@ -103,7 +99,7 @@ def train_datalist(root: str | os.PathLike) -> list[dict[str, str]]:
     _refuse_orphans(images, labels, "images without a matching mask")
     return [
         {"case": case, "image": str(images[case]), "label": str(labels[case])}
-        for case in sorted(images, key=_case_order)
+        for case in sorted(images, key=case_sort_key)
     ]
 
 
@@ -120,7 +116,7 @@ def image_folder_datalist(folder: str | os.PathLike) -> list[dict[str, str]]:
         CaseReadError: ``folder`` does not exist.
     """
     images = _pngs(Path(folder))
-    return [{"case": case, "image": str(images[case])} for case in sorted(images, key=_case_order)]
+    return [{"case": case, "image": str(images[case])} for case in sorted(images, key=case_sort_key)]
 
 
 def lesion_sizes(root: str | os.PathLike, items: Sequence[Mapping[str, str]]) -> list[int]:
@@ -152,6 +148,6 @@ def fold_datalists(
     train_ids, val_ids = train_val_ids(folds, fold)
     by_case = {i["case"]: i for i in items}
     return (
-        [by_case[c] for c in sorted(train_ids, key=_case_order)],
-        [by_case[c] for c in sorted(val_ids, key=_case_order)],
+        [by_case[c] for c in sorted(train_ids, key=case_sort_key)],
+        [by_case[c] for c in sorted(val_ids, key=case_sort_key)],
     )

@@ -7,6 +7,11 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 
+def case_sort_key(case: str) -> tuple[int, int, str]:
+    """Sort key of case names: numbers numerically (``"2"`` before ``"10"``), then other names alphabetically."""
+    return (0, int(case), case) if case.isdigit() else (1, 0, case)
+
+
 def stratified_kfold(ids: Sequence[str], strata: Sequence[Hashable], n_folds: int, seed: int = 0) -> list[list[str]]:
     """Split ``ids`` into ``n_folds`` disjoint validation folds, each stratum spread evenly over the folds.
 

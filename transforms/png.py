@@ -1,12 +1,14 @@
-"""Reading and writing the 8-bit grey PNGs of 2D ultrasound challenges (CCF BDCI 2021 angioma layout).
+"""Reading and writing the 8-bit PNGs of 2D ultrasound challenges (CCF BDCI 2021 angioma, FUGC 2025 cervix).
 
 The angioma images are RGB PNGs whose three channels are identical, the masks 8-bit ``L`` PNGs with values
-{0, 255} that are sometimes a few pixels off the image size (RECIPES 2). :class:`LoadGreyPNGd` returns one grey
-channel ``(1, H, W)``; :class:`LoadMaskPNGd` returns {0, 1} and resizes a slightly-off mask to its image with
-nearest neighbour, as the challenge's loader does. Anything else (a missing or corrupt file, 16-bit, alpha,
-palette, RGB with differing channels, mask values other than 0/255, a mask far from its image's size) raises
-:class:`formats.errors.CaseReadError` naming the file, so one bad case among hundreds is found at once.
-Unlike MONAI's ``PILReader`` (which returns ``(W, H)`` unless told otherwise), arrays here are ``(H, W)``.
+{0, 255} that are sometimes a few pixels off the image size (as in the challenge data shipped with
+chaineypung/CCF-BDCI-2021-ULSEG-Rank1st). :class:`LoadGreyPNGd` returns one grey channel ``(1, H, W)``;
+:class:`LoadMaskPNGd` returns {0, 1} and resizes a slightly-off mask to its image with nearest neighbour, as the
+challenge's loader does. :func:`read_rgb_png` reads the 3-channel images of FUGC 2025. Anything else (a missing
+or corrupt file, 16-bit, alpha, palette, RGB with differing channels where grey is expected, mask values other
+than 0/255, a mask far from its image's size) raises :class:`formats.errors.CaseReadError` naming the file, so
+one bad case among hundreds is found at once. Unlike MONAI's ``PILReader`` (which returns ``(W, H)`` unless
+told otherwise), arrays here are ``(H, W)``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "fit_mask_to_image",
     "read_grey_png",
     "read_mask_png",
+    "read_rgb_png",
     "save_png_atomic",
 ]
 
@@ -48,13 +51,8 @@ _MODE_PROBLEMS = {
 }
 
 
-def read_grey_png(path: str | os.PathLike) -> np.ndarray:
-    """The 8-bit grey pixels ``(H, W)`` uint8 of the PNG ``path`` (mode ``L``, or ``RGB`` with equal channels).
-
-    Raises:
-        CaseReadError: the file is missing or unreadable, is not 8-bit grey (16-bit, alpha, palette, 1-bit, …),
-            or is RGB with channels that differ (a colour image is refused rather than silently converted).
-    """
+def _open_png(path: str | os.PathLike) -> tuple[str, np.ndarray]:
+    """The PIL mode and pixels of the image file ``path``; a missing or unreadable file raises CaseReadError."""
     if not isinstance(path, (str, os.PathLike)):
         raise CaseReadError(f"expected the path of a PNG file, got {type(path).__name__}: {path!r}")
     if not Path(path).is_file():
@@ -62,10 +60,19 @@ def read_grey_png(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            mode = image.mode
-            array = np.asarray(image)
+            return image.mode, np.asarray(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CaseReadError(f"{path}: not a readable PNG ({error})", path=path) from error
+
+
+def read_grey_png(path: str | os.PathLike) -> np.ndarray:
+    """The 8-bit grey pixels ``(H, W)`` uint8 of the PNG ``path`` (mode ``L``, or ``RGB`` with equal channels).
+
+    Raises:
+        CaseReadError: the file is missing or unreadable, is not 8-bit grey (16-bit, alpha, palette, 1-bit, …),
+            or is RGB with channels that differ (a colour image is refused rather than silently converted).
+    """
+    mode, array = _open_png(path)
     if mode == "L":
         return array
     if mode == "RGB":
@@ -79,6 +86,37 @@ def read_grey_png(path: str | os.PathLike) -> np.ndarray:
         return np.ascontiguousarray(array[..., 0])
     problem = _MODE_PROBLEMS.get(mode, f"has the unsupported mode {mode!r}")
     raise CaseReadError(f"{path}: {problem}; expected an 8-bit grey (L or grey RGB) PNG", path=path)
+
+
+def read_rgb_png(path: str | os.PathLike) -> np.ndarray:
+    """The 8-bit pixels ``(H, W, 3)`` uint8 of the 3-channel PNG ``path`` (the FUGC 2025 image format).
+
+    ``RGB`` is returned as it is. A grey PNG (``L``) carries the same information as the grey-valued RGB of
+    the challenge, so its channel is repeated three times rather than refused. An alpha channel (``RGBA``,
+    ``LA``) is dropped when it is fully opaque (255 everywhere, as image editors often save it) and refused
+    otherwise, since the pixels under a transparent alpha are not what the image shows.
+
+    Raises:
+        CaseReadError: the file is missing or unreadable, has a transparent alpha channel, or is not 8-bit
+            (16-bit, palette, 1-bit, float, ...).
+    """
+    mode, array = _open_png(path)
+    if mode in ("RGBA", "LA"):
+        alpha = array[..., -1]
+        if not (alpha == 255).all():
+            raise CaseReadError(
+                f"{path}: {mode} image with a transparent alpha channel at {int(np.count_nonzero(alpha != 255))} "
+                "pixels; expected an opaque 3-channel PNG",
+                path=path,
+            )
+        array, mode = np.ascontiguousarray(array[..., :-1]), mode[:-1]
+        array = array[..., 0] if mode == "L" else array
+    if mode == "RGB":
+        return array
+    if mode == "L":
+        return np.repeat(array[..., None], 3, axis=-1)
+    problem = _MODE_PROBLEMS.get(mode, f"has the unsupported mode {mode!r}")
+    raise CaseReadError(f"{path}: {problem}; expected an 8-bit 3-channel (RGB) or grey PNG", path=path)
 
 
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:

@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from networks.convnext import ConvNeXtEncoder, load_timm_convnext_weights
 from networks.unet_decoder import UNetDecoder
 
-__all__ = ["MagnetNet", "MorphologyFeatures", "plaque_weighted_pool", "split_views_output"]
+__all__ = [
+    "MagnetNet",
+    "MorphologyFeatures",
+    "plaque_weighted_pool",
+    "risk_logit",
+    "split_views_output",
+    "view_logits_as_batch",
+]
 
 
 class MorphologyFeatures(nn.Module):
@@ -227,3 +234,15 @@ def split_views_output(
             f"got {tuple(out.shape)}"
         )
     return out[:, :num_classes], out[:, num_classes : 2 * num_classes], out[:, 2 * num_classes, 0, 0]
+
+
+def view_logits_as_batch(out: torch.Tensor, num_classes: int = 3) -> torch.Tensor:
+    """Segmentation logits of both views of a :class:`MagnetNet` output as one batch (2B, C, H, W): all long
+    views, then all transverse views, as MAGNET concatenates them for its losses."""
+    long_logits, trans_logits, _ = split_views_output(out, num_classes)
+    return torch.cat([long_logits, trans_logits], dim=0)
+
+
+def risk_logit(out: torch.Tensor, num_classes: int = 3) -> torch.Tensor:
+    """The risk logit (B,) of a :class:`MagnetNet` output."""
+    return split_views_output(out, num_classes)[2]

@@ -423,8 +423,9 @@ def _mean_teacher_trainer(seed: int) -> Callable[..., float]:
     """The Mean Teacher phase of ``MeanTeacherTrainer`` (import deferred: it is optional here)."""
     from ignite.engine import Events
 
-    from engines.mean_teacher import MeanTeacherTrainer
+    from engines.mean_teacher import ConsistencyTerm, MeanTeacherTrainer
     from losses.consistency import ConfidenceGatedConsistencyLoss, TopKPlaqueConsistencyLoss
+    from networks.magnet import risk_logit, view_logits_as_batch
 
     def loop(
         net: nn.Module, batches: Sequence[dict[str, torch.Tensor]], device: torch.device, amp: bool, clock: StepClock
@@ -437,11 +438,12 @@ def _mean_teacher_trainer(seed: int) -> Callable[..., float]:
             optimizer=_new_optimizer(net),
             loss_function=MagnetLoss(),
             teacher_network=copy.deepcopy(net),
-            unlabeled_data_loader=_unlabelled_batches(batches, seed),
-            seg_consistency=TopKPlaqueConsistencyLoss(),
-            cls_consistency=ConfidenceGatedConsistencyLoss(),
-            mt_warmup_epochs=0,
-            cls_consistency_start_epoch=0,
+            unlabelled_data_loader=_unlabelled_batches(batches, seed),
+            consistency={
+                "cons_seg": ConsistencyTerm(TopKPlaqueConsistencyLoss(), 0.01, output_transform=view_logits_as_batch),
+                "cons_cls": ConsistencyTerm(ConfidenceGatedConsistencyLoss(), 0.015, output_transform=risk_logit),
+            },
+            warmup_epochs=0,
             prepare_batch=PrepareBatchMultiTarget(target_keys=("label", "cls")),
             amp=amp,
             accumulation_steps=ACCUMULATION_STEPS,

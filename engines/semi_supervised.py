@@ -210,7 +210,12 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             raise ValueError(f"semi_epoch_length must be >= 1, got {semi_epoch_length}.")
         if clip_grad_norm is not None and clip_grad_norm <= 0:
             raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm}.")
-        if isinstance(unlabelled_data_loaders, (Mapping, DataLoader)) or not isinstance(unlabelled_data_loaders, Sequence):
+        loaders = unlabelled_data_loaders
+        if (
+            isinstance(loaders, (Mapping, DataLoader))
+            or not isinstance(loaders, Sequence)
+            or any(isinstance(loader, (Mapping, torch.Tensor)) for loader in loaders)
+        ):
             raise ValueError("unlabelled_data_loaders must be a list of loaders (one batch of each per iteration).")
         if not unlabelled_data_loaders:
             raise ValueError("unlabelled_data_loaders is empty: give at least one unlabelled loader.")
@@ -430,7 +435,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             inputs, targets, args, kwargs = batch
         semi = self.is_semi_epoch(engine.state.epoch - 1)
         unlabelled = (
-            [self.prepare_unlabelled(engine, self._next_unlabelled(i)) for i in range(len(self.unlabelled_data_loaders))]
+            [self.prepare_unlabelled(engine, self._next_unlabelled(i)) for i in range(len(self._unlabelled_iters))]
             if semi
             else None
         )

@@ -42,7 +42,9 @@ def magnet_consistency(
     topk = {"min_weight_sum": 0.0, **topk}
     return {
         "cons_seg": ConsistencyTerm(TopKPlaqueConsistencyLoss(**topk), seg_weight, 0, view_logits_as_batch),
-        "cons_cls": ConsistencyTerm(ConfidenceGatedConsistencyLoss(threshold=0.5), cls_weight, cls_start_epoch, risk_logit),
+        "cons_cls": ConsistencyTerm(
+            ConfidenceGatedConsistencyLoss(threshold=0.5), cls_weight, cls_start_epoch, risk_logit
+        ),
     }
 
 
@@ -342,7 +344,8 @@ def test_same_losses_gradients_and_teacher_as_the_magnet_shaped_trainer():
         consistency=magnet_consistency(
             seg_weight=100.0, cls_weight=1000.0, cls_start_epoch=0, k_ratio_start=0.1, k_ratio_end=0.1
         ),
-        warmup_epochs=0, consistency_rampup_epochs=1, prepare_batch=PrepareBatchMultiTarget(target_keys=("label", "cls")),
+        warmup_epochs=0, consistency_rampup_epochs=1,
+        prepare_batch=PrepareBatchMultiTarget(target_keys=("label", "cls")),
     )  # fmt: skip
     grads, losses = [], []
 
@@ -353,7 +356,7 @@ def test_same_losses_gradients_and_teacher_as_the_magnet_shaped_trainer():
     @trainer.on(Events.ITERATION_COMPLETED)
     def record_losses(engine):
         out = engine.state.output[0]
-        keys = (MeanTeacherKeys.LOSS, MeanTeacherKeys.SUP_LOSS, MeanTeacherKeys.loss("cons_seg"), MeanTeacherKeys.loss("cons_cls"))
+        keys = (MeanTeacherKeys.LOSS, MeanTeacherKeys.SUP_LOSS, *(MeanTeacherKeys.loss(n) for n in ("cons_seg", "cons_cls")))
         losses.append([float(out[k]) for k in keys])
 
     trainer.run()

@@ -92,7 +92,9 @@ class MiniUniMatch(SemiSupervisedTrainer):
 
 def labelled(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.rand(2, 1, SIZE, SIZE, generator=g), torch.randint(0, C, (2, SIZE, SIZE), generator=g)) for _ in range(n)]
+    return [
+        (torch.rand(2, 1, SIZE, SIZE, generator=g), torch.randint(0, C, (2, SIZE, SIZE), generator=g)) for _ in range(n)
+    ]
 
 
 def unlabelled(n: int, first_id: int, seed: int) -> list[dict[str, torch.Tensor]]:
@@ -132,7 +134,10 @@ def make(max_epochs: int = 3, u: list | None = None, mix: list | None = None, se
         network=net,
         optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
         loss_function=nn.CrossEntropyLoss(),
-        unlabelled_data_loaders=[unlabelled(3, 0, 1) if u is None else u, unlabelled(2, 100, 2) if mix is None else mix],
+        unlabelled_data_loaders=[
+            unlabelled(3, 0, 1) if u is None else u,
+            unlabelled(2, 100, 2) if mix is None else mix,
+        ],
         prepare_batch=prepare,
         **options,
     )
@@ -152,7 +157,8 @@ def test_unimatch_shape_two_unlabelled_loaders_cycle_independently_and_the_loss_
         out = engine.state.output
         seen.setdefault(engine.state.epoch, []).append(out["seen"])
         if out["seen"] != 0.0:
-            total = (out[SemiSupervisedKeys.SUP_LOSS] + 0.25 * out["loss_s1"] + 0.25 * out["loss_s2"] + 0.5 * out["loss_fp"]) / 2
+            unlabelled_terms = 0.25 * out["loss_s1"] + 0.25 * out["loss_s2"] + 0.5 * out["loss_fp"]
+            total = (out[SemiSupervisedKeys.SUP_LOSS] + unlabelled_terms) / 2
             assert out[SemiSupervisedKeys.LOSS].item() == pytest.approx(total.item())
             assert min(out["loss_s1"], out["loss_s2"], out["loss_fp"]) > 0
 
@@ -205,12 +211,13 @@ def test_gradient_clipping_bounds_the_step():
 def test_semi_epoch_length_from_labelled_ratio_or_explicit():
     assert make(max_unlabelled_ratio=1.0).semi_epoch_length == 2  # min(len(u) 3, len(labelled) 2)
     assert make(semi_epoch_length=5).semi_epoch_length == 5
-    with pytest.raises(ValueError, match="list of loaders"):
-        MiniUniMatch(
-            device="cpu", max_epochs=1, train_data_loader=labelled(1), network=TinyEncoderDecoder(),
-            optimizer=torch.optim.SGD(TinyEncoderDecoder().parameters(), lr=0.1), loss_function=nn.CrossEntropyLoss(),
-            unlabelled_data_loaders=unlabelled(2, 0, 0)[0],
-        )  # fmt: skip
+    for not_a_list_of_loaders in (unlabelled(2, 0, 0)[0], unlabelled(2, 0, 0)):  # a batch; one loader's batches
+        with pytest.raises(ValueError, match="list of loaders"):
+            MiniUniMatch(
+                device="cpu", max_epochs=1, train_data_loader=labelled(1), network=TinyEncoderDecoder(),
+                optimizer=torch.optim.SGD(TinyEncoderDecoder().parameters(), lr=0.1),
+                loss_function=nn.CrossEntropyLoss(), unlabelled_data_loaders=not_a_list_of_loaders,
+            )  # fmt: skip
 
 
 def seed_every_iteration(trainer: SemiSupervisedTrainer) -> None:

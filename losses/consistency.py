@@ -1,11 +1,12 @@
-"""Mean Teacher consistency losses of MAGNET (CSV 2026), on the network's packed two-view output.
+"""Consistency losses of MAGNET's Mean Teacher (CSV 2026, 4th place) on plain logits.
 
 Both losses compare the student's prediction on the strong view of an unlabelled case with the teacher's
-prediction on its weak (unaugmented) view. They take packed outputs ``(B, 2C + 1, H, W)`` (channels ``[0:C]``
-long-view logits, ``[C:2C]`` transverse-view logits, channel ``2C`` the risk logit broadcast over H, W), split by
-``networks.magnet.split_views_output``, and share the call signature ``loss(student_out, teacher_out, mt_epoch)``
-that ``engines.mean_teacher.MeanTeacherTrainer`` uses, ``mt_epoch`` being the 0-based epoch counted from the start of
-the Mean Teacher phase (0 = first MT epoch). The teacher output is treated as a constant (detached).
+prediction on its weak (unaugmented) view, and share the call signature ``loss(student, teacher, mt_epoch)`` that
+``engines.mean_teacher.ConsistencyTerm`` uses, ``mt_epoch`` being the 0-based epoch counted from the start of the
+Mean Teacher phase (0 = first MT epoch). They take logits, not a network's output: the trainer's
+``ConsistencyTerm.output_transform`` takes the output apart (for MAGNET's packed two-view output,
+``networks.magnet.view_logits_as_batch`` and ``networks.magnet.risk_logit``). The teacher's logits are treated
+as a constant (detached).
 """
 
 from __future__ import annotations
@@ -13,47 +14,39 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from networks.magnet import split_views_output
-
 __all__ = ["ConfidenceGatedConsistencyLoss", "TopKPlaqueConsistencyLoss"]
 
 _EPS = 1e-8
 
 
-def _views_and_risk(out: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-view segmentation logits ``(2B, C, H, W)`` (all long views, then all transverse views, as MAGNET
-    concatenates them) and the risk logit ``(B,)`` of a packed output."""
-    long_logits, trans_logits, risk_logit = split_views_output(out, num_classes)
-    return torch.cat([long_logits, trans_logits], dim=0), risk_logit
-
-
-def _check_pair(student_out: torch.Tensor, teacher_out: torch.Tensor, name: str) -> None:
-    if student_out.shape != teacher_out.shape:
+def _check_pair(student: torch.Tensor, teacher: torch.Tensor, name: str) -> None:
+    if student.shape != teacher.shape:
         raise ValueError(
-            f"{name}: student and teacher outputs must have the same shape, "
-            f"got {tuple(student_out.shape)} and {tuple(teacher_out.shape)}."
+            f"{name}: student and teacher logits must have the same shape, "
+            f"got {tuple(student.shape)} and {tuple(teacher.shape)}."
         )
 
 
 class TopKPlaqueConsistencyLoss(nn.Module):
     """Plaque-guided segmentation consistency (MAGNET ``use_plaque_topk_mask``).
 
-    For every image and every view separately, the ``k`` pixels with the highest teacher plaque probability are
-    selected, ``k = max(1, int(k_ratio * H * W))``; a selected pixel weighs ``p_plaque ** weight_gamma`` (teacher
-    probability), every other pixel 0. With ``p`` the softmax probabilities over the ``C`` classes::
+    Takes segmentation logits ``(N, C, *spatial)`` of student and teacher; MAGNET passes both views of each case as
+    separate images (``networks.magnet.view_logits_as_batch``). For every image separately, the ``k`` pixels with
+    the highest teacher plaque probability are selected, ``k = max(1, int(k_ratio * number of pixels))``; a
+    selected pixel weighs ``p_plaque ** weight_gamma`` (teacher probability), every other pixel 0. With ``p`` the
+    softmax probabilities over the ``C`` classes::
 
         loss = sum_px w * mean_c (p_student - p_teacher) ** 2 / (sum_px w + 1e-8)
 
-    summed over all pixels of the batch and both views. ``k_ratio`` grows linearly from ``k_ratio_start`` at
-    ``mt_epoch`` 0 to ``k_ratio_end`` at ``mt_epoch == k_ratio_rampup_epochs`` and stays there. The loss is 0
-    (the step is skipped, as in MAGNET) when the fraction of selected pixels is below ``min_mask_ratio`` or the
-    weights sum to less than ``min_weight_sum``; the test runs on the device, without a host synchronisation.
+    summed over all pixels of all images. ``k_ratio`` grows linearly from ``k_ratio_start`` at ``mt_epoch`` 0 to
+    ``k_ratio_end`` at ``mt_epoch == k_ratio_rampup_epochs`` and stays there. The loss is 0 (the step is skipped,
+    as in MAGNET) when the fraction of selected pixels is below ``min_mask_ratio`` or the weights sum to less than
+    ``min_weight_sum``; the test runs on the device, without a host synchronisation.
 
     Exactly ``k`` pixels are selected per image (``torch.topk`` indices); MAGNET thresholds at the k-th value,
     which selects more than ``k`` pixels only when probabilities tie.
 
     Args:
-        num_classes: segmentation classes ``C`` per view (3: background, plaque, vessel).
         plaque_index: class index of plaque.
         k_ratio_start: fraction of pixels selected in the first MT epoch.
         k_ratio_end: fraction selected from ``k_ratio_rampup_epochs`` MT epochs on.
@@ -65,7 +58,6 @@ class TopKPlaqueConsistencyLoss(nn.Module):
 
     def __init__(
         self,
-        num_classes: int = 3,
         plaque_index: int = 1,
         k_ratio_start: float = 0.01,
         k_ratio_end: float = 0.03,
@@ -75,13 +67,12 @@ class TopKPlaqueConsistencyLoss(nn.Module):
         min_weight_sum: float = 1.0,
     ) -> None:
         super().__init__()
-        if not 0 <= plaque_index < num_classes:
-            raise ValueError(f"plaque_index must be in [0, {num_classes}), got {plaque_index}.")
+        if plaque_index < 0:
+            raise ValueError(f"plaque_index must be >= 0, got {plaque_index}.")
         if not (0.0 < k_ratio_start <= 1.0 and 0.0 < k_ratio_end <= 1.0):
             raise ValueError(f"k ratios must be in (0, 1], got {k_ratio_start} and {k_ratio_end}.")
         if k_ratio_rampup_epochs < 0:
             raise ValueError(f"k_ratio_rampup_epochs must be >= 0, got {k_ratio_rampup_epochs}.")
-        self.num_classes = num_classes
         self.plaque_index = plaque_index
         self.k_ratio_start = k_ratio_start
         self.k_ratio_end = k_ratio_end
@@ -97,10 +88,17 @@ class TopKPlaqueConsistencyLoss(nn.Module):
         progress = min(max(mt_epoch / self.k_ratio_rampup_epochs, 0.0), 1.0)
         return self.k_ratio_start + (self.k_ratio_end - self.k_ratio_start) * progress
 
-    def pixel_weights(self, teacher_out: torch.Tensor, mt_epoch: int = 0) -> torch.Tensor:
-        """Per-pixel weights ``(2B, H, W)`` (long views, then transverse views) of a teacher packed output."""
-        seg_t, _ = _views_and_risk(teacher_out, self.num_classes)
-        plaque = torch.softmax(seg_t.detach().float(), dim=1)[:, self.plaque_index]
+    def _check_logits(self, logits: torch.Tensor) -> None:
+        if logits.ndim < 3 or logits.shape[1] <= self.plaque_index:
+            raise ValueError(
+                f"{type(self).__name__}: expected logits (N, C, *spatial) with C > plaque_index={self.plaque_index}, "
+                f"got {tuple(logits.shape)}."
+            )
+
+    def pixel_weights(self, teacher_logits: torch.Tensor, mt_epoch: int = 0) -> torch.Tensor:
+        """Per-pixel weights ``(N, *spatial)`` of teacher logits ``(N, C, *spatial)``."""
+        self._check_logits(teacher_logits)
+        plaque = torch.softmax(teacher_logits.detach().float(), dim=1)[:, self.plaque_index]
         return self._weights(plaque, mt_epoch)
 
     def _weights(self, plaque: torch.Tensor, mt_epoch: int) -> torch.Tensor:
@@ -110,13 +108,12 @@ class TopKPlaqueConsistencyLoss(nn.Module):
         weights = selected * flat.clamp(0.0, 1.0) ** self.weight_gamma
         return weights.view_as(plaque)
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, mt_epoch: int = 0) -> torch.Tensor:
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, mt_epoch: int = 0) -> torch.Tensor:
         """Weighted squared difference of softmax probabilities on the top-k plaque pixels (scalar)."""
-        _check_pair(student_out, teacher_out, type(self).__name__)
-        seg_s, _ = _views_and_risk(student_out, self.num_classes)
-        seg_t, _ = _views_and_risk(teacher_out, self.num_classes)
-        prob_s = torch.softmax(seg_s.float(), dim=1)
-        prob_t = torch.softmax(seg_t.detach().float(), dim=1)
+        _check_pair(student_logits, teacher_logits, type(self).__name__)
+        self._check_logits(teacher_logits)
+        prob_s = torch.softmax(student_logits.float(), dim=1)
+        prob_t = torch.softmax(teacher_logits.detach().float(), dim=1)
         weights = self._weights(prob_t[:, self.plaque_index], mt_epoch)
         selected_ratio = (weights > 0).float().mean()
         weight_sum = weights.sum()
@@ -127,34 +124,31 @@ class TopKPlaqueConsistencyLoss(nn.Module):
 
 
 class ConfidenceGatedConsistencyLoss(nn.Module):
-    """Risk-classification consistency gated by the teacher's confidence (MAGNET cls consistency).
+    """Binary-classification consistency gated by the teacher's confidence (MAGNET risk consistency).
 
-    With ``p_t = sigmoid(teacher risk logit)`` and ``p_s = sigmoid(student risk logit)``, samples whose teacher
-    confidence ``max(p_t, 1 - p_t)`` is at least ``threshold`` contribute::
+    Takes binary logits of any shape (MAGNET: the risk logit ``(B,)``, ``networks.magnet.risk_logit``). With
+    ``p_t = sigmoid(teacher logit)`` and ``p_s = sigmoid(student logit)``, elements whose teacher confidence
+    ``max(p_t, 1 - p_t)`` is at least ``threshold`` contribute::
 
         loss = sum_b m_b (p_s - p_t) ** 2 / (sum_b m_b + 1e-8)
 
-    which is 0 when no sample is confident. ``mt_epoch`` is accepted for the common consistency-loss signature;
+    which is 0 when no element is confident. ``mt_epoch`` is accepted for the common consistency-loss signature;
     this loss does not depend on it (the trainer decides from which epoch it counts).
 
     Args:
-        num_classes: segmentation classes ``C`` per view of the packed output (locates the risk channel ``2C``).
-        threshold: minimum teacher confidence of a sample that counts.
+        threshold: minimum teacher confidence of an element that counts.
     """
 
-    def __init__(self, num_classes: int = 3, threshold: float = 0.90) -> None:
+    def __init__(self, threshold: float = 0.90) -> None:
         super().__init__()
         if not 0.5 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0.5, 1], got {threshold}.")
-        self.num_classes = num_classes
         self.threshold = threshold
 
-    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, mt_epoch: int = 0) -> torch.Tensor:
-        """Squared difference of risk probabilities over the confidently predicted samples (scalar)."""
-        _check_pair(student_out, teacher_out, type(self).__name__)
-        _, cls_s = _views_and_risk(student_out, self.num_classes)
-        _, cls_t = _views_and_risk(teacher_out, self.num_classes)
-        prob_s = torch.sigmoid(cls_s.float())
-        prob_t = torch.sigmoid(cls_t.detach().float())
+    def forward(self, student_logit: torch.Tensor, teacher_logit: torch.Tensor, mt_epoch: int = 0) -> torch.Tensor:
+        """Squared difference of probabilities over the confidently predicted elements (scalar)."""
+        _check_pair(student_logit, teacher_logit, type(self).__name__)
+        prob_s = torch.sigmoid(student_logit.float())
+        prob_t = torch.sigmoid(teacher_logit.detach().float())
         confident = (torch.maximum(prob_t, 1.0 - prob_t) >= self.threshold).float()
         return (confident * (prob_s - prob_t).pow(2)).sum() / (confident.sum() + _EPS)

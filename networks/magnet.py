@@ -1,10 +1,10 @@
 """MAGNET (CSV 2026, 4th place): two-view carotid plaque segmentation + morphology-guided risk classification.
 
-Rebuilt from RECIPES 1.2 in native PyTorch: one ConvNeXt encoder shared by the longitudinal and transverse
-views, an extra stride-2 stem for an H/2 skip, one UNet decoder per view, and a classification head fed by
-both views (plaque-weighted pooling of the bottleneck + 10 parameter-free morphology features of the detached
-segmentation). Unlike the original, the extra stem is trained (its freeze rule there left it at random init,
-RECIPES 1.6); ``handlers.freeze.FreezeForEpochs`` on ``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
+Rebuilt from the original (lyyek/CSV2026) in native PyTorch: one ConvNeXt encoder shared by the longitudinal
+and transverse views, an extra stride-2 stem for an H/2 skip, one UNet decoder per view, and a classification head
+fed by both views (plaque-weighted pooling of the bottleneck + 10 parameter-free morphology features of the detached
+segmentation). Unlike the original, the extra stem is trained (its freeze rule there left it at random
+init); ``handlers.freeze.FreezeForEpochs`` on ``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
 
 I/O contract (CONTRIBUTING.md): ``forward(x: (B, 2, H, W)) -> (B, 2 * num_classes + 1, H, W)`` with channels
 ``[0:C]`` long-view logits, ``[C:2C]`` transverse-view logits and ``2C`` the risk logit broadcast over H, W;
@@ -23,7 +23,14 @@ import torch.nn.functional as F
 from networks.convnext import ConvNeXtEncoder, load_timm_convnext_weights
 from networks.unet_decoder import UNetDecoder
 
-__all__ = ["MagnetNet", "MorphologyFeatures", "plaque_weighted_pool", "split_views_output"]
+__all__ = [
+    "MagnetNet",
+    "MorphologyFeatures",
+    "plaque_weighted_pool",
+    "risk_logit",
+    "split_views_output",
+    "view_logits_as_batch",
+]
 
 
 class MorphologyFeatures(nn.Module):
@@ -227,3 +234,15 @@ def split_views_output(
             f"got {tuple(out.shape)}"
         )
     return out[:, :num_classes], out[:, num_classes : 2 * num_classes], out[:, 2 * num_classes, 0, 0]
+
+
+def view_logits_as_batch(out: torch.Tensor, num_classes: int = 3) -> torch.Tensor:
+    """Segmentation logits of both views of a :class:`MagnetNet` output as one batch (2B, C, H, W): all long
+    views, then all transverse views, as MAGNET concatenates them for its losses."""
+    long_logits, trans_logits, _ = split_views_output(out, num_classes)
+    return torch.cat([long_logits, trans_logits], dim=0)
+
+
+def risk_logit(out: torch.Tensor, num_classes: int = 3) -> torch.Tensor:
+    """The risk logit (B,) of a :class:`MagnetNet` output."""
+    return split_views_output(out, num_classes)[2]

@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from ignite.engine import Events
+from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
-from engines.mean_teacher import MeanTeacherKeys, MeanTeacherTrainer
+from engines.mean_teacher import ConsistencyTerm, MeanTeacherKeys, MeanTeacherTrainer
 from engines.prepare_batch import PrepareBatchMultiTarget
 from losses.consistency import ConfidenceGatedConsistencyLoss, TopKPlaqueConsistencyLoss
+from networks.magnet import risk_logit, view_logits_as_batch
 
 C = 3
 SIZE = 16
@@ -31,6 +33,19 @@ class TinyPackedNet(nn.Module):
         seg = self.bn(self.conv(x))
         risk = self.risk(x.mean(dim=(2, 3)))[:, :, None, None].expand(-1, 1, *x.shape[2:])
         return torch.cat([seg, risk], dim=1)
+
+
+def magnet_consistency(
+    seg_weight: float = 0.01, cls_weight: float = 0.015, cls_start_epoch: int = 1, **topk: float
+) -> dict[str, ConsistencyTerm]:
+    """MAGNET's two consistency terms on the packed output, as mean_teacher.json configures them."""
+    topk = {"min_weight_sum": 0.0, **topk}
+    return {
+        "cons_seg": ConsistencyTerm(TopKPlaqueConsistencyLoss(**topk), seg_weight, 0, view_logits_as_batch),
+        "cons_cls": ConsistencyTerm(
+            ConfidenceGatedConsistencyLoss(threshold=0.5), cls_weight, cls_start_epoch, risk_logit
+        ),
+    }
 
 
 def supervised_loss(pred: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -82,12 +97,13 @@ def make_trainer(
     handlers: list | None = None,
     seed: int = 0,
     network: nn.Module | None = None,
+    cls_start_epoch: int = 1,
     **kwargs,
 ) -> MeanTeacherTrainer:
     torch.manual_seed(seed)
     student = TinyPackedNet() if network is None else network
     teacher = TinyPackedNet()
-    options = {"mt_warmup_epochs": 1, "cls_consistency_start_epoch": 1, "consistency_rampup_epochs": 2}
+    options = {"warmup_epochs": 1, "consistency_rampup_epochs": 2}
     options.update(kwargs)
     return MeanTeacherTrainer(
         device="cpu",
@@ -97,10 +113,9 @@ def make_trainer(
         optimizer=torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9),
         loss_function=supervised_loss,
         teacher_network=teacher,
-        unlabeled_data_loader=unlabelled_batches(3) if unlabelled is None else unlabelled,
-        seg_consistency=TopKPlaqueConsistencyLoss(min_weight_sum=0.0),
-        cls_consistency=ConfidenceGatedConsistencyLoss(threshold=0.5),
-        mt_data_loader=labelled_batches(3, 1, seed=2) if mt is None else mt,
+        unlabelled_data_loader=unlabelled_batches(3) if unlabelled is None else unlabelled,
+        consistency=magnet_consistency(cls_start_epoch=cls_start_epoch),
+        semi_data_loader=labelled_batches(3, 1, seed=2) if mt is None else mt,
         prepare_batch=PrepareBatchMultiTarget(target_keys=("label", "cls")),
         train_handlers=handlers,
         **options,
@@ -120,7 +135,7 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 @pytest.mark.parametrize("accumulation_steps", [1, 2])
 def test_ema_follows_alpha_sequence_every_iteration(accumulation_steps):
     trainer = make_trainer(
-        1, mt_warmup_epochs=0, ema_decay=0.6, unlabelled=unlabelled_batches(4), mt=labelled_batches(4, 1, 2),
+        1, warmup_epochs=0, ema_decay=0.6, unlabelled=unlabelled_batches(4), mt=labelled_batches(4, 1, 2),
         accumulation_steps=accumulation_steps,
     )
     assert_same_state(trainer.teacher_network.state_dict(), trainer.network.state_dict())
@@ -156,7 +171,7 @@ def test_ema_follows_alpha_sequence_every_iteration(accumulation_steps):
 
 @pytest.mark.parametrize("ema_buffers", [False, True])
 def test_teacher_reset_to_student_when_mt_phase_starts(ema_buffers):
-    trainer = make_trainer(3, mt_warmup_epochs=2, ema_buffers=ema_buffers)
+    trainer = make_trainer(3, warmup_epochs=2, ema_buffers=ema_buffers)
     with torch.no_grad():
         for t in trainer.teacher_network.state_dict().values():
             t.fill_(7)
@@ -171,7 +186,7 @@ def test_teacher_reset_to_student_when_mt_phase_starts(ema_buffers):
 
     trainer.run()
     assert all((v == 7).all() for v in seen[2][0].values())  # no reset or EMA in warm-up epochs
-    teacher_at_reset, student_at_reset = seen[3]  # ignite epoch 3 = 0-based epoch 2 = mt_warmup_epochs
+    teacher_at_reset, student_at_reset = seen[3]  # ignite epoch 3 = 0-based epoch 2 = warmup_epochs
     assert_same_state(teacher_at_reset, student_at_reset)
     final = trainer.teacher_network.state_dict()
     student_mean = trainer.network.state_dict()["bn.running_mean"]
@@ -180,22 +195,18 @@ def test_teacher_reset_to_student_when_mt_phase_starts(ema_buffers):
 
 
 def test_consistency_weights_ramp_per_epoch():
-    trainer = make_trainer(4, mt_warmup_epochs=1, consistency_rampup_epochs=2, cls_consistency_start_epoch=2)
+    trainer = make_trainer(4, warmup_epochs=1, consistency_rampup_epochs=2, cls_start_epoch=2)
     per_epoch = {}
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def record(engine):
         out = engine.state.output[0]
-        keys = (MeanTeacherKeys.CONS_RAMP, MeanTeacherKeys.CONS_SEG_WEIGHT, MeanTeacherKeys.CONS_CLS_WEIGHT)
+        keys = (MeanTeacherKeys.CONS_RAMP, MeanTeacherKeys.weight("cons_seg"), MeanTeacherKeys.weight("cons_cls"))
         per_epoch.setdefault(engine.state.epoch - 1, set()).add(tuple(round(out[k], 6) for k in keys))
         if engine.state.epoch - 1 < 2:
-            assert out[MeanTeacherKeys.CONS_CLS_LOSS] == 0.0
+            assert out[MeanTeacherKeys.loss("cons_cls")] == 0.0
         total = out[MeanTeacherKeys.SUP_LOSS] + sum(
-            out[w] * out[v]
-            for w, v in (
-                (MeanTeacherKeys.CONS_SEG_WEIGHT, MeanTeacherKeys.CONS_SEG_LOSS),
-                (MeanTeacherKeys.CONS_CLS_WEIGHT, MeanTeacherKeys.CONS_CLS_LOSS),
-            )
+            out[MeanTeacherKeys.weight(name)] * out[MeanTeacherKeys.loss(name)] for name in ("cons_seg", "cons_cls")
         )
         assert out[MeanTeacherKeys.LOSS] == pytest.approx(total)
 
@@ -215,9 +226,9 @@ def test_consistency_weights_ramp_per_epoch():
 def test_phase_switch_sets_loader_and_epoch_length(ratio, n_unlabelled, mt_length):
     train = labelled_batches(4, 2, seed=1)
     trainer = make_trainer(
-        4, train=train, unlabelled=unlabelled_batches(n_unlabelled), mt_warmup_epochs=2, max_unlabeled_ratio=ratio
+        4, train=train, unlabelled=unlabelled_batches(n_unlabelled), warmup_epochs=2, max_unlabelled_ratio=ratio
     )
-    assert trainer.mt_epoch_length == mt_length
+    assert trainer.semi_epoch_length == mt_length
     lengths, batch_sizes = {}, {}
 
     @trainer.on(Events.ITERATION_COMPLETED)
@@ -237,7 +248,7 @@ def test_phase_switch_sets_loader_and_epoch_length(ratio, n_unlabelled, mt_lengt
 def test_unsized_unlabelled_loader_is_cycled():
     unlabelled = Unsized(unlabelled_batches(2))
     trainer = make_trainer(2, unlabelled=unlabelled)
-    assert trainer.mt_epoch_length == 3  # len(mt loader) * ratio
+    assert trainer.semi_epoch_length == 3  # len(mt loader) * ratio
     trainer.run()
     assert unlabelled.yielded == 3 and trainer.state.mt_global_step == 3
 
@@ -261,8 +272,7 @@ def test_teacher_must_match_student():
         MeanTeacherTrainer(
             device="cpu", max_epochs=1, train_data_loader=labelled_batches(1, 1, 0), network=student,
             optimizer=torch.optim.SGD(student.parameters(), lr=0.1), loss_function=supervised_loss,
-            teacher_network=Other(), unlabeled_data_loader=unlabelled_batches(1),
-            seg_consistency=TopKPlaqueConsistencyLoss(), cls_consistency=ConfidenceGatedConsistencyLoss(),
+            teacher_network=Other(), unlabelled_data_loader=unlabelled_batches(1), consistency=magnet_consistency(),
         )
 
 
@@ -309,3 +319,50 @@ def test_resume_in_mt_epoch_restores_phase_global_step_and_teacher(tmp_path: Pat
     if stop_iteration == 8:  # resumed at an epoch boundary: the same data, the same weights
         assert_same_state(resumed.teacher_network.state_dict(), reference.teacher_network.state_dict())
         assert_same_state(resumed.network.state_dict(), reference.network.state_dict())
+
+
+# Losses and gradients of two MT iterations computed by the MAGNET-shaped trainer and consistency losses this
+# trainer replaced (packed output read inside the losses), for the setup of the test below. Per iteration:
+# total, supervised, segmentation and classification consistency losses; gradient |sum| per student parameter
+# (conv.weight, conv.bias, bn.weight, bn.bias, risk.weight, risk.bias; conv.bias ~ 0 before BatchNorm); then the
+# teacher's parameter |sum| after both EMA steps.
+PINNED_LOSSES = [[8.3147469, 1.6361061, 0.06664297, 1.4343334e-05], [3.6458657, 1.4873383, 0.021399964, 1.8531135e-05]]
+PINNED_GRADS = [
+    [102.27441, 2.5087793e-06, 10.320369, 11.482782, 2.4362216, 2.0337706],
+    [38.62653, 1.1140473e-06, 3.1408377, 5.6083603, 2.6175232, 2.1326511],
+]
+PINNED_TEACHER = [16.743406, 0.64206743, 4.8281512, 1.1569258, 1.0835984, 0.079243295]
+
+
+def test_same_losses_gradients_and_teacher_as_the_magnet_shaped_trainer():
+    torch.manual_seed(0)
+    student, teacher = TinyPackedNet(), TinyPackedNet()
+    trainer = MeanTeacherTrainer(
+        device="cpu", max_epochs=1, train_data_loader=labelled_batches(2, 2, seed=1), network=student,
+        optimizer=torch.optim.SGD(student.parameters(), lr=0.1), loss_function=supervised_loss,
+        teacher_network=teacher, unlabelled_data_loader=unlabelled_batches(2),
+        consistency=magnet_consistency(
+            seg_weight=100.0, cls_weight=1000.0, cls_start_epoch=0, k_ratio_start=0.1, k_ratio_end=0.1
+        ),
+        warmup_epochs=0, consistency_rampup_epochs=1,
+        prepare_batch=PrepareBatchMultiTarget(target_keys=("label", "cls")),
+    )  # fmt: skip
+    grads, losses = [], []
+
+    @trainer.on(IterationEvents.BACKWARD_COMPLETED)
+    def record_grads(engine):
+        grads.append([p.grad.abs().sum().item() for p in engine.network.parameters()])
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def record_losses(engine):
+        out = engine.state.output[0]
+        keys = (MeanTeacherKeys.LOSS, MeanTeacherKeys.SUP_LOSS, *(MeanTeacherKeys.loss(n) for n in ("cons_seg", "cons_cls")))
+        losses.append([float(out[k]) for k in keys])
+
+    trainer.run()
+    for got, expected in zip(losses, PINNED_LOSSES):
+        assert got == pytest.approx(expected, rel=1e-5)
+    for got, expected in zip(grads, PINNED_GRADS):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-4)
+    teacher_sums = [p.abs().sum().item() for p in trainer.teacher_network.parameters()]
+    assert teacher_sums == pytest.approx(PINNED_TEACHER, rel=1e-5)

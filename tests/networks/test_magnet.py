@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from networks.convnext import ConvNeXtEncoder
-from networks.magnet import MagnetNet, MorphologyFeatures, plaque_weighted_pool, split_views_output
+from networks.magnet import (
+    MagnetNet,
+    MorphologyFeatures,
+    plaque_weighted_pool,
+    risk_logit,
+    split_views_output,
+    view_logits_as_batch,
+)
 
 TINY = {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64)}
 
@@ -152,3 +159,10 @@ def test_torchscript_round_trip(tmp_path: Path, mode: str) -> None:
         for size in sizes:
             x = torch.rand(1, 2, *size)
             torch.testing.assert_close(loaded(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_view_logits_as_batch_and_risk_logit_take_the_packed_output_apart() -> None:
+    out = torch.randn(2, 7, 4, 4)
+    long_logits, trans_logits, cls_logit = split_views_output(out)
+    assert torch.equal(view_logits_as_batch(out), torch.cat([long_logits, trans_logits]))
+    assert torch.equal(risk_logit(out), cls_logit)

@@ -60,8 +60,10 @@ class FocalJaccardLoss(nn.Module):
         self.focal_weight = focal_weight
         self.jaccard_weight = jaccard_weight
         self.min_voxels = min_voxels
-        self.focal = FocalLoss(include_background=True, to_onehot_y=True, gamma=gamma, use_softmax=True, reduction="none")
-        # MONAI's Jaccard is 1 - (2 I + s) / (2 (P + G - I) + s): s = 2 eps gives the reference's (I + eps) / (... + eps)
+        self.focal = FocalLoss(
+            include_background=True, to_onehot_y=True, gamma=gamma, use_softmax=True, reduction="none"
+        )
+        # MONAI's Jaccard is 1 - (2 I + s) / (2 (P + G - I) + s): s = 2 eps gives the reference's (I + eps) / (.. + eps)
         self.jaccard = DiceLoss(
             include_background=False,
             to_onehot_y=True,

@@ -27,9 +27,10 @@ Visibility (``visible / (total + smooth)``, ``smooth`` = 100 as in the reference
   counted in the label map, ``total`` = all its voxels in the label map: both at the same resolution.
 * ``"seed"``: the reference's count. ``visible`` is counted on the label crop after its x2 upsampling to the
   image grid and the resize to ``spatial_size`` (and, for a vertebra longer than the window, over its whole
-  slice range before the window is chosen, as the reference does in training), while ``total`` stays at label-map resolution. The
-  fraction is thus inflated by about ``(2 s) ** 2`` (s = the resize factor to 256), i.e. the 30 % threshold acts
-  like roughly 7.5 % or less of the true fraction.
+  slice range before the window is chosen, as the reference does in training), while ``total`` stays at label-map
+  resolution. The fraction is thus inflated by about ``(2 s) ** 2`` (s = the resize factor to 256), i.e. the
+  30 % threshold acts like roughly 7.5 % or less of the true fraction. The reference zeroes targets in training
+  only; validation scores study labels.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Reading network weights from local checkpoint files (ours, MONAI CheckpointSaver files, plain state dicts)."""
+"""Reading network weights from local checkpoint files (ours, MONAI CheckpointSaver files, plain state dicts),
+and averaging the weights of several checkpoints of one run."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 __all__ = [
     "STATE_DICT_KEYS",
     "adapt_input_conv_weight",
+    "average_checkpoints",
     "load_pretrained_encoder",
     "load_weights",
     "read_state_dict",
@@ -58,6 +60,61 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
     ):
         raise ValueError(f"checkpoint {path} does not hold a state dict of tensors (got {type(obj).__name__})")
     return dict(obj)
+
+
+def average_checkpoints(
+    paths: Sequence[str | Path], key: str | None = None
+) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the state dicts of ``paths`` (checkpoint averaging, "SWA" of the best epochs).
+
+    The 4th-place RSNA 2022 cervical spine solution averages the weights of the 5 (ir-CSN) / 3 (ip-CSN) epochs
+    with the best validation metric (selimsef/rsna_cervical_fracture, ``average_weights.py``). Floating-point
+    tensors (weights and the BatchNorm running statistics, as there) are averaged in float64 and cast back to
+    their dtype; other tensors (BatchNorm ``num_batches_tracked`` counters, integer buffers) are not averaged but
+    taken from the first checkpoint, which callers pass best first (the reference keeps the first one's too).
+
+    Args:
+        paths: the checkpoint files, best first; each read by :func:`read_state_dict` with ``key``.
+        key: entry of the checkpoint dicts that holds the state dict (see :func:`read_state_dict`).
+
+    Raises:
+        ValueError: no path; a file is unreadable; two files differ in keys, shapes or dtypes (the message names
+            both files and the first differing keys).
+    """
+    if not paths:
+        raise ValueError("average_checkpoints needs at least one checkpoint file")
+    first_path = Path(paths[0])
+    first = read_state_dict(first_path, key)
+    sums = {k: v.double() for k, v in first.items() if v.is_floating_point()}
+    for path in paths[1:]:
+        state = read_state_dict(path, key)
+        _check_same_layout(first_path, first, Path(path), state)
+        for k in sums:
+            sums[k] += state[k].double()
+    return {k: (sums[k] / len(paths)).to(v.dtype) if k in sums else v.clone() for k, v in first.items()}
+
+
+def _check_same_layout(
+    path_a: Path, state_a: Mapping[str, torch.Tensor], path_b: Path, state_b: Mapping[str, torch.Tensor]
+) -> None:
+    only_a = sorted(set(state_a) - set(state_b))
+    only_b = sorted(set(state_b) - set(state_a))
+    differ = sorted(
+        f"{k} {tuple(state_a[k].shape)}/{state_a[k].dtype} != {tuple(state_b[k].shape)}/{state_b[k].dtype}"
+        for k in set(state_a) & set(state_b)
+        if state_a[k].shape != state_b[k].shape or state_a[k].dtype != state_b[k].dtype
+    )
+    problems = [
+        f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+        for name, keys in (
+            (f"keys only in {path_a.name}", only_a),
+            (f"keys only in {path_b.name}", only_b),
+            ("shape/dtype mismatch", differ),
+        )
+        if keys
+    ]
+    if problems:
+        raise ValueError(f"cannot average checkpoints {path_a} and {path_b}: " + "; ".join(problems))
 
 
 def load_weights(network: nn.Module, path: str | Path, key: str | None = None) -> nn.Module:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from networks.checkpoint import load_pretrained_encoder, load_weights, read_state_dict
+from networks.checkpoint import average_checkpoints, load_pretrained_encoder, load_weights, read_state_dict
 
 
 def test_load_weights_reads_our_and_monai_checkpoint_layouts(tmp_path):
@@ -35,3 +35,40 @@ def test_pretrained_rgb_stem_is_summed_for_a_grey_encoder(tmp_path):
         load_pretrained_encoder(grey, tmp_path / "rgb.pth")
     load_pretrained_encoder(grey, tmp_path / "rgb.pth", remap=lambda s: {k: v for k, v in s.items() if k != "fc.weight"})
     torch.testing.assert_close(grey[0].weight, rgb[0].weight.sum(dim=1, keepdim=True))
+
+
+def _bn_net(fill: float, batches: int) -> torch.nn.Module:
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 2, 1), torch.nn.BatchNorm1d(2))
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            tensor.fill_(fill)
+    net[1].num_batches_tracked.fill_(batches)
+    return net
+
+
+def test_average_checkpoints_means_floats_and_keeps_the_first_counters(tmp_path):
+    paths = []
+    for i, (fill, batches) in enumerate([(1.0, 30), (2.0, 10), (6.0, 20)]):
+        paths.append(tmp_path / f"e{i}.pt")
+        torch.save({"network": _bn_net(fill, batches).state_dict()}, paths[-1])
+    state = average_checkpoints(paths)
+    torch.testing.assert_close(state["0.weight"], torch.full((2, 2, 1), 3.0))
+    torch.testing.assert_close(state["1.running_var"], torch.full((2,), 3.0))
+    assert state["1.num_batches_tracked"].dtype == torch.int64 and state["1.num_batches_tracked"].item() == 30
+    # half-precision weights are averaged too and keep their dtype
+    torch.save({"w": torch.tensor([1.0, 2.0], dtype=torch.float16)}, tmp_path / "h0.pt")
+    torch.save({"w": torch.tensor([2.0, 5.0], dtype=torch.float16)}, tmp_path / "h1.pt")
+    half = average_checkpoints([tmp_path / "h0.pt", tmp_path / "h1.pt"])["w"]
+    assert half.dtype == torch.float16 and half.tolist() == [1.5, 3.5]
+
+
+def test_average_checkpoints_names_both_files_on_a_mismatch(tmp_path):
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "a.pt")
+    torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "b.pt")
+    torch.save({"weight": torch.zeros(2, 3)}, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"a.pt and .*b.pt.*mismatch.*weight \(2, 3\)"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])
+    with pytest.raises(ValueError, match=r"keys only in a.pt \(1\): bias"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"])
+    with pytest.raises(ValueError, match="at least one"):
+        average_checkpoints([])

@@ -43,7 +43,7 @@ from benchmarks.common import (
     pick_fastest,
     time_inference,
 )
-from data.ai_challenger_oct import write_oct_cube
+from formats.oct import write_oct_cube
 from data.synthetic.retinal_oct_edema_segmentation import synthesize_cube
 from networks.checkpoint import load_weights
 from networks.ensemble import ProbabilityEnsemble

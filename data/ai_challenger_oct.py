@@ -20,8 +20,8 @@ its archive (``root/ai_challenger_fl2018_trainingset/Edema_trainingset``).
 :func:`oct_cube_datalist` lists one item per cube, ``{"case", "image", "label"}`` (folders), for
 :class:`transforms.oct.LoadOCTCubed`. :class:`OCTSliceDataset` turns a dataset of loaded cubes (best a MONAI
 ``CacheDataset`` whose transforms load the cubes once) into one item per (cube, slice) for 2D training.
-:func:`list_cubes` lists a folder of new cubes to predict; :func:`write_oct_cube` and :func:`pack_bscans_as_cube`
-write cubes in the challenge layout (demo data; separate real B-scans, e.g. the Duke DME samples, as a cube).
+:func:`list_cubes` lists a folder of new cubes to predict; :func:`pack_bscans_as_cube` writes separate real B-scans
+(e.g. the Duke DME samples) as a cube in the challenge layout (:func:`formats.oct.write_oct_cube`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from formats.errors import CaseReadError
+from formats.oct import write_oct_cube
 
 __all__ = [
     "IMAGE_DIR",
@@ -49,7 +50,6 @@ __all__ = [
     "oct_cube_datalist",
     "pack_bscans_as_cube",
     "split_dir",
-    "write_oct_cube",
 ]
 
 SPLIT_DIRS: dict[str, str] = {
@@ -146,18 +146,6 @@ def list_cubes(images_dir: str | os.PathLike) -> list[dict[str, str]]:
     if not folders:
         raise CaseReadError(f"{images_dir}: no cube folders (one folder of B-scans per eye)", path=images_dir)
     return [{"case": p.name.removesuffix(IMAGE_SUFFIX), "image": str(p)} for p in folders]
-
-
-def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp") -> Path:
-    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey."""
-    folder = Path(folder)
-    cube = np.asarray(cube)
-    if cube.ndim != 3 or cube.dtype != np.uint8:
-        raise ValueError(f"expected an (S, H, W) uint8 cube, got {cube.dtype} {cube.shape}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, image in enumerate(cube, start=1):
-        Image.fromarray(image).save(folder / f"{n}{ext}")
-    return folder
 
 
 def _read_as_grey(path: Path) -> np.ndarray:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from data.splits import quantile_strata, stratified_kfold, train_val_ids
 from formats.errors import CaseReadError
-from transforms.png import read_mask_png
+from formats.png import read_mask_png
 
 __all__ = [
     "TEST_IMAGE_DIR",

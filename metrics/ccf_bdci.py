@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from engines.inference import root_cause_message
 from transforms.angioma import angioma_postprocessing
-from transforms.png import fit_mask_to_image, read_mask_png
+from formats.png import fit_mask_to_image, read_mask_png
 from utils.atomic import write_text_atomic
 
 __all__ = ["AblationTable", "dice_score", "format_ablation_table", "run_ablation", "write_ablation_report"]

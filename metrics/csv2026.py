@@ -41,7 +41,7 @@ from ignite.metrics.metric import reinit__is_reduced
 from monai.metrics import compute_surface_dice
 from monai.utils import convert_to_tensor
 
-from transforms.io import read_h5_dataset
+from formats.h5 import read_h5_dataset
 from utils.atomic import write_text_atomic
 
 __all__ = [

@@ -40,7 +40,7 @@ from ignite.metrics.metric import reinit__is_reduced
 from monai.utils import convert_to_tensor
 from sklearn.metrics import roc_auc_score
 
-from transforms.oct import (
+from formats.oct import (
     LABEL_CODES,
     LABEL_TO_CLASS,
     LESIONS,

@@ -27,7 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from data.ccf_bdci import TEST_IMAGE_DIR, TRAIN_CSV, TRAIN_IMAGE_DIR, TRAIN_LABEL_DIR
-from transforms.png import fit_mask_to_image, save_png_atomic
+from formats.png import fit_mask_to_image, save_png_atomic
 from utils.atomic import atomic_path, write_text_atomic
 
 __all__ = ["add_arguments", "generate", "synthesize_case"]

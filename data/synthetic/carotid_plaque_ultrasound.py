@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d, zoom
 
-from transforms.io import write_h5_atomic
+from formats.h5 import write_h5_atomic
 from utils.atomic import write_text_atomic
 
 __all__ = ["add_arguments", "generate", "synthesize_case"]

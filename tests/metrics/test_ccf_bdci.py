@@ -13,7 +13,7 @@ from PIL import Image
 from inferers.flip_tta import FlipTTAInferer
 from metrics.ccf_bdci import STEPS, dice_score, run_ablation, write_ablation_report
 from transforms.angioma import angioma_inference_transforms
-from transforms.png import save_png_atomic
+from formats.png import save_png_atomic
 from transforms.postprocessing import EdgeMedianFilterd
 
 SIZE = 64

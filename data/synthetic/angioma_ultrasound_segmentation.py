@@ -1,6 +1,6 @@
 """Synthetic CCF BDCI 2021 angioma cases: superficial B-mode ultrasound with one hemangioma-like lesion and its mask.
 
-Writes the challenge's exact layout (RECIPES 2, :mod:`data.ccf_bdci`)::
+Writes the challenge's exact layout (:mod:`data.ccf_bdci`)::
 
     out_dir/train_data/img/<i>.png      RGB PNG with three identical channels, W 375-490 x H 230-320 px
     out_dir/train_data/label/<i>.png    8-bit L PNG, {0, 255}; some masks a few pixels off the image size

@@ -1,6 +1,6 @@
 """Synthetic CSV 2026 cases: two-view carotid B-mode ultrasound with a plaque, vessel/plaque masks and a risk class.
 
-Writes the challenge's exact layout and dtypes (RECIPES 1.1)::
+Writes the challenge's exact layout and dtypes (bundles/carotid_plaque_ultrasound/docs/README.md)::
 
     out_dir/images/NNNN.h5          long_img, trans_img: uint8 (size, size)
     out_dir/labels/NNNN_label.h5    long_mask, trans_mask: uint8 {0, 128 plaque, 255 vessel}; cls: uint8 scalar

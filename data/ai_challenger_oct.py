@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 from monai.transforms import apply_transform
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from formats.errors import CaseReadError
-from formats.oct import write_oct_cube
+from formats.oct import read_grey_bscan, write_oct_cube
 
 __all__ = [
     "IMAGE_DIR",
@@ -148,14 +147,6 @@ def list_cubes(images_dir: str | os.PathLike) -> list[dict[str, str]]:
     return [{"case": p.name.removesuffix(IMAGE_SUFFIX), "image": str(p)} for p in folders]
 
 
-def _read_as_grey(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise CaseReadError(f"{path}: not a readable image ({error})", path=path) from error
-
-
 def pack_bscans_as_cube(
     images: Sequence[str | os.PathLike],
     image_folder: str | os.PathLike,
@@ -174,7 +165,7 @@ def pack_bscans_as_cube(
         ValueError: masks without ``label_folder``, a mask count different from the image count, or a
             ``label_code`` that is no lesion code.
     """
-    grey = [_read_as_grey(Path(p)) for p in images]
+    grey = [read_grey_bscan(p) for p in images]
     if not grey:
         raise ValueError("no B-scans given")
     shapes = {g.shape for g in grey}
@@ -189,7 +180,7 @@ def pack_bscans_as_cube(
         raise ValueError(f"label_code must be 255 (REA), 191 (SRF) or 128 (PED), got {label_code}")
     labels = []
     for mask_path, image in zip(masks, grey):
-        mask = _read_as_grey(Path(mask_path))
+        mask = read_grey_bscan(mask_path)
         if mask.shape != image.shape:
             raise CaseReadError(f"{mask_path}: mask is {mask.shape}, its B-scan {image.shape}", path=mask_path)
         labels.append(np.where(mask > 0, label_code, 0).astype(np.uint8))

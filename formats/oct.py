@@ -39,6 +39,7 @@ __all__ = [
     "lesion_names",
     "list_cube_slices",
     "prediction_paths",
+    "read_grey_bscan",
     "read_oct_cube",
     "read_oct_prediction",
     "write_oct_cube",
@@ -191,6 +192,19 @@ def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp
     for n, image in enumerate(cube, start=1):
         Image.fromarray(image).save(folder / f"{n}{ext}")
     return folder
+
+
+def read_grey_bscan(path: str | os.PathLike) -> np.ndarray:
+    """A separate B-scan file (PNG, BMP, ...) as ``(H, W)`` uint8 grey; RGB-encoded grey with ITU-R 601 luma.
+
+    Raises:
+        CaseReadError: the file cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise CaseReadError(f"{path}: not a readable image ({error})", path=path) from error
 
 
 def prediction_paths(folder: str | os.PathLike, case: str) -> tuple[Path, Path]:

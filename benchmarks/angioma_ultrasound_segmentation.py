@@ -1,12 +1,12 @@
-"""Speed figures of the angioma_ultrasound_segmentation bundle (CCF BDCI 2021 rank 1; RECIPES 2.1, 2.4, 2.5).
+"""Speed figures of the angioma_ultrasound_segmentation bundle (CCF BDCI 2021 rank 1).
 
 1. Parameters of ``networks.linknet.LinkNet`` (EfficientNet-B6 encoder, 1 grey channel, 1 logit): encoder /
-   decoder / head, reconciled with smp's 41,248,965 (RECIPES 6), which also counts the EfficientNet classifier
+   decoder / head, reconciled with smp 0.1.0's 41,248,965, which also counts the EfficientNet classifier
    conv + BN that smp keeps but never runs and a 3-channel stem.
 2. Inference per image (batch 1, ``1 x S x S``, default 256 as the recipe) of the three configurations of the
    README ablation, each returning probabilities as the bundle's ``networks.ensemble.ProbabilityEnsemble``:
    a single model; the single model under 8-way flip TTA (``inferers.FlipTTAInferer``: the 4 distinct flips whose
-   mean equals the seed's 8 ttach variants, batched as in ``inference.json``); and the 5 fold models x 8-way TTA.
+   mean equals the original's 8 ttach variants, batched as in ``inference.json``); and the 5 fold models x 8-way TTA.
    The single model runs through every path of ``benchmarks.common.candidate_paths``; the fastest one whose
    mask (probability >= 0.5) agrees with fp32's on >= ``--min-agreement`` (99.5 %) of the pixels is then also
    timed, and its agreement checked again, on the TTA and ensemble configurations. The fold models are randomly
@@ -51,9 +51,9 @@ from transforms.angioma import angioma_inference_transforms, angioma_postprocess
 
 __all__ = ["add_arguments", "run"]
 
-RECIPE_SIZE = 256  # RECIPES 2.2: images resized to 256 x 256
+RECIPE_SIZE = 256  # the rank-1 train.py: images resized to 256 x 256
 RECIPE_ENCODER = "efficientnet-b6"
-SMP_TOTAL = 41_248_965  # RECIPES 6: smp Linknet(efficientnet-b6, in_channels=1, classes=1)
+SMP_TOTAL = 41_248_965  # smp 0.1.0 Linknet(efficientnet-b6, in_channels=1, classes=1)
 SMP_UNUSED = 1_331_712  # smp keeps the EfficientNet-B6 _conv_head + _bn1 in its encoder, never run
 RGB_STEM_EXTRA = 56 * 2 * 3 * 3  # smp counts the stem conv for 3 channels
 #: ``--quick``: a tiny network so that a test runs the whole benchmark in seconds.
@@ -153,7 +153,7 @@ def _parameters(net: LinkNet, report: Report, reference: bool) -> None:
         smp = counts["total"] + SMP_UNUSED + RGB_STEM_EXTRA
         section["smp_total"] = smp
         report.line(
-            f"smp Linknet-B6 (RECIPES 6): {SMP_TOTAL:,} = this {counts['total']:,} + EfficientNet classifier conv + BN "
+            f"smp 0.1.0 Linknet-B6: {SMP_TOTAL:,} = this {counts['total']:,} + EfficientNet classifier conv + BN "
             f"kept but never run by smp {SMP_UNUSED:,} + 3-channel stem {RGB_STEM_EXTRA:,} = {smp:,}"
             + ("" if smp == SMP_TOTAL else "  (MISMATCH)")
         )

@@ -1,4 +1,4 @@
-"""Speed figures of the carotid_plaque_ultrasound bundle (MAGNET, CSV 2026 4th place, lyyek/CSV2026).
+"""Speed figures of the carotid_plaque_ultrasound bundle (MAGNET, CSV 2026 4th place; lyyek/CSV2026).
 
 1. Parameters of ``networks.magnet.MagnetNet``: total and the encoder / extra stem / decoders / head split,
    beside the figures computed from the original (lyyek/CSV2026, nano encoder).
@@ -60,13 +60,13 @@ __all__ = ["add_arguments", "run"]
 
 NUM_CLASSES = 3
 CLASS_NAMES = ("background", "plaque", "vessel")  # class indices 0, 1, 2 (CONTRIBUTING.md)
-ACCUMULATION_STEPS = 2  # MAGNET's training configuration (lyyek/CSV2026)
+ACCUMULATION_STEPS = 2  # lyyek/CSV2026 train.py
 LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.05
-CHALLENGE_SIZE = 512  # the organisers' letterboxed size (the bundle's docs/README.md)
+CHALLENGE_SIZE = 512  # the organisers' letterboxed size (bundles/carotid_plaque_ultrasound/docs/README.md)
 #: ``--quick``: a tiny network so that a test runs the whole benchmark in seconds.
 QUICK_NETWORK: dict[str, Any] = {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64), "morph_dim": 8, "cls_hidden": (16,)}
 QUICK_IMAGE_SIZE = 64
-#: parameters computed from the original MAGNET (lyyek/CSV2026) with the nano encoder.
+#: parameters computed from the original MAGNET with the nano encoder (lyyek/CSV2026 models/convnext_unet.py).
 REFERENCE_PARAMETERS = {
     "encoder": 14.95e6,
     "extra_stem": 0.9e3,
@@ -228,7 +228,7 @@ def _parameters(net: MagnetNet, report: Report, reference: bool) -> None:
     for name, count in counts.items():
         expected = f"{REFERENCE_PARAMETERS[name] / 1e6:.4g}" if reference else None
         rows.append([labels[name], f"{count:,}", f"{count / 1e6:.3f}", expected])
-    report.table(["part", "parameters", "millions", "original (M)" if reference else "reference"], rows)
+    report.table(["part", "parameters", "millions", "MAGNET (M)" if reference else "reference"], rows)
 
 
 # ----------------------------------------------------------------------------------------------- 2. inference

@@ -1,7 +1,7 @@
-"""Speed figures of the retinal_oct_edema_segmentation bundle (AI Challenger 2018 OCT, 4th place; RECIPES 5).
+"""Speed figures of the retinal_oct_edema_segmentation bundle (AI Challenger 2018 OCT, 4th place; ShawnBIT).
 
 1. Parameters of the three networks of ``networks.unet_plus_plus`` (UNet, UNet++, dilated UNet++, each with the
-   detection head) beside the reference's counts (RECIPES 5.2: 2.47 M, 2.95 M, 5.32 M).
+   detection head) beside the reference's counts (ShawnBIT models/nets/UNet.py: 2.47 M, 2.95 M, 5.32 M).
 2. Inference per batch of B-scans (``--slice-batch``, default 8 as the reference, 1024 x 512) of ``--model``
    (default ``fusion``: UNet++ and UNet, 0.5 / 0.5 on probabilities, what ``inference.json`` runs) in fp32 eager
    and in every path of ``benchmarks.common.candidate_paths``, each with its label agreement with fp32 (argmax of
@@ -43,7 +43,7 @@ from benchmarks.common import (
     pick_fastest,
     time_inference,
 )
-from data.ai_challenger_oct import write_oct_cube
+from formats.oct import write_oct_cube
 from data.synthetic.retinal_oct_edema_segmentation import synthesize_cube
 from networks.checkpoint import load_weights
 from networks.ensemble import ProbabilityEnsemble
@@ -53,12 +53,12 @@ __all__ = ["add_arguments", "run"]
 
 BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "retinal_oct_edema_segmentation" / "configs"
 NUM_CLASSES = 4
-CHALLENGE_SLICES, CHALLENGE_HEIGHT, CHALLENGE_WIDTH = 128, 1024, 512  # Cirrus MacularCube512x128 (RECIPES 5.1)
+CHALLENGE_SLICES, CHALLENGE_HEIGHT, CHALLENGE_WIDTH = 128, 1024, 512  # Cirrus MacularCube512x128
 FEATURES = (16, 32, 64, 128, 256)
 #: ``--quick``: tiny networks and B-scans so that a test runs the whole benchmark in seconds.
 QUICK_FEATURES = (4, 8, 16, 32, 64)
 QUICK_HEIGHT, QUICK_WIDTH, QUICK_SLICES = 64, 32, 4  # batches of 2
-#: parameter counts of the reference, detection head included (RECIPES 5.2; exact figures in networks/unet_plus_plus.py)
+#: parameter counts of the reference, detection head included (exact figures in networks/unet_plus_plus.py)
 REFERENCE_PARAMETERS = {"unet": 2_466_151, "unet_plus_plus": 2_953_027, "dilated_unet_plus_plus": 5_315_395}
 MODELS = ("fusion", "unet_plus_plus", "unet", "dilated_unet_plus_plus")
 

@@ -20,8 +20,8 @@ its archive (``root/ai_challenger_fl2018_trainingset/Edema_trainingset``).
 :func:`oct_cube_datalist` lists one item per cube, ``{"case", "image", "label"}`` (folders), for
 :class:`transforms.oct.LoadOCTCubed`. :class:`OCTSliceDataset` turns a dataset of loaded cubes (best a MONAI
 ``CacheDataset`` whose transforms load the cubes once) into one item per (cube, slice) for 2D training.
-:func:`list_cubes` lists a folder of new cubes to predict; :func:`write_oct_cube` and :func:`pack_bscans_as_cube`
-write cubes in the challenge layout (demo data; separate real B-scans, e.g. the Duke DME samples, as a cube).
+:func:`list_cubes` lists a folder of new cubes to predict; :func:`pack_bscans_as_cube` writes separate real B-scans
+(e.g. the Duke DME samples) as a cube in the challenge layout (:func:`formats.oct.write_oct_cube`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 from monai.transforms import apply_transform
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from formats.errors import CaseReadError
+from formats.oct import read_grey_bscan, write_oct_cube
 
 __all__ = [
     "IMAGE_DIR",
@@ -49,7 +49,6 @@ __all__ = [
     "oct_cube_datalist",
     "pack_bscans_as_cube",
     "split_dir",
-    "write_oct_cube",
 ]
 
 SPLIT_DIRS: dict[str, str] = {
@@ -148,26 +147,6 @@ def list_cubes(images_dir: str | os.PathLike) -> list[dict[str, str]]:
     return [{"case": p.name.removesuffix(IMAGE_SUFFIX), "image": str(p)} for p in folders]
 
 
-def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp") -> Path:
-    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey."""
-    folder = Path(folder)
-    cube = np.asarray(cube)
-    if cube.ndim != 3 or cube.dtype != np.uint8:
-        raise ValueError(f"expected an (S, H, W) uint8 cube, got {cube.dtype} {cube.shape}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, image in enumerate(cube, start=1):
-        Image.fromarray(image).save(folder / f"{n}{ext}")
-    return folder
-
-
-def _read_as_grey(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise CaseReadError(f"{path}: not a readable image ({error})", path=path) from error
-
-
 def pack_bscans_as_cube(
     images: Sequence[str | os.PathLike],
     image_folder: str | os.PathLike,
@@ -186,7 +165,7 @@ def pack_bscans_as_cube(
         ValueError: masks without ``label_folder``, a mask count different from the image count, or a
             ``label_code`` that is no lesion code.
     """
-    grey = [_read_as_grey(Path(p)) for p in images]
+    grey = [read_grey_bscan(p) for p in images]
     if not grey:
         raise ValueError("no B-scans given")
     shapes = {g.shape for g in grey}
@@ -201,7 +180,7 @@ def pack_bscans_as_cube(
         raise ValueError(f"label_code must be 255 (REA), 191 (SRF) or 128 (PED), got {label_code}")
     labels = []
     for mask_path, image in zip(masks, grey):
-        mask = _read_as_grey(Path(mask_path))
+        mask = read_grey_bscan(mask_path)
         if mask.shape != image.shape:
             raise CaseReadError(f"{mask_path}: mask is {mask.shape}, its B-scan {image.shape}", path=mask_path)
         labels.append(np.where(mask > 0, label_code, 0).astype(np.uint8))

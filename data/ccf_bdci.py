@@ -1,6 +1,6 @@
 """Datalists of the CCF BDCI 2021 ULSEG (angioma) layout and its lesion-size-stratified k-fold split.
 
-On-disk layout (the challenge's, as the rank-1 repository chaineypung/CCF-BDCI-2021-ULSEG-Rank1st expects it)::
+On-disk layout (the challenge's, as chaineypung/CCF-BDCI-2021-ULSEG-Rank1st expects it)::
 
     root/
         train_data/img/<ID>.png       RGB PNG, identical channels (215 images)
@@ -14,7 +14,7 @@ grouped into size tertiles computed from the data (:func:`data.splits.quantile_s
 evenly over the folds (:func:`data.splits.stratified_kfold`), as the rank-1 solution does. Its README quotes
 thresholds of about 3200 and 7200 px, but the tertiles of its own ``train.csv`` are 12097 and 23493 px; the code
 computes them from the data, which is what is done here. Its within-tertile split is scikit-learn's
-``StratifiedKFold`` on the random CATE, so the exact fold membership of the seed is not reproduced (a random
+``StratifiedKFold`` on the random CATE, so the original's exact fold membership is not reproduced (a random
 split within tertiles, seeded, is). Folds are numbered from 0.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from data.splits import case_sort_key, quantile_strata, stratified_kfold, train_val_ids
 from formats.errors import CaseReadError
-from transforms.png import read_mask_png
+from formats.png import read_mask_png
 
 __all__ = [
     "TEST_IMAGE_DIR",

@@ -23,7 +23,7 @@ from PIL import Image
 
 from data.splits import stratified_kfold, train_val_ids
 from formats.errors import CaseReadError
-from transforms.io import read_h5_dataset, write_h5_atomic
+from formats.h5 import read_h5_dataset, write_h5_atomic
 
 __all__ = [
     "labelled_cases",

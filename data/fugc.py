@@ -33,7 +33,7 @@ import numpy as np
 
 from data.splits import case_sort_key
 from formats.errors import CaseReadError
-from transforms.png import read_grey_png, read_rgb_png
+from formats.png import read_grey_png, read_rgb_png
 
 __all__ = [
     "IMAGE_DIR",
@@ -59,7 +59,7 @@ def read_fugc_image(path: str | os.PathLike) -> np.ndarray:
     """The image ``(3, H, W)`` uint8 (channel first, as the challenge's ``predict(X)`` receives it).
 
     Grey PNGs are repeated to three channels, an opaque alpha channel is dropped (see
-    :func:`transforms.png.read_rgb_png`).
+    :func:`formats.png.read_rgb_png`).
 
     Raises:
         CaseReadError: the file is missing, unreadable, not 8-bit, or has a transparent alpha channel.

@@ -14,7 +14,7 @@ class FreezeForEpochs:
     The optimizer must hold the parameters from the start (frozen ones simply get no gradient, and
     Adam/AdamW skip parameters without one, weight decay included), so unfreezing needs no new
     optimizer. It freezes exactly the module it is given: MAGNET's own rule matched no parameter names
-    and froze its extra stem instead (RECIPES 1.6); this handler is the intent, not the bug.
+    and froze its extra stem instead (lyyek/CSV2026 train.py); this handler is the intent, not the bug.
 
     Args:
         module: the sub-module to freeze, e.g. ``@network.encoder``.

@@ -1,4 +1,4 @@
-"""MAGNET's supervised loss (CSV 2026, 4th place; RECIPES 1.3) built from MONAI losses.
+"""MAGNET's supervised loss (CSV 2026, 4th place; lyyek/CSV2026) built from MONAI losses.
 
 Segmentation (both views' logits concatenated along the batch, as MAGNET does):
 ``smp.losses.FocalLoss("multiclass")`` (sum over the classes of the binary sigmoid focal loss of each class

@@ -1,6 +1,6 @@
 """The CSV 2026 challenge score (carotid plaque segmentation + vulnerability), as the organisers define it.
 
-Official score (RECIPES 1.1)::
+Official score (the CSV 2026 challenge, www.csv-isbi.net)::
 
     S_total = 0.4 S_seg + 0.4 S_cls + 0.2 S_time
     S_seg   = 0.5 S_long + 0.5 S_trans                  (views: longitudinal, transverse)
@@ -41,7 +41,7 @@ from ignite.metrics.metric import reinit__is_reduced
 from monai.metrics import compute_surface_dice
 from monai.utils import convert_to_tensor
 
-from transforms.io import read_h5_dataset
+from formats.h5 import read_h5_dataset
 from utils.atomic import write_text_atomic
 
 __all__ = [

@@ -13,7 +13,7 @@ As the organiser functions compute them (copied into ShawnBIT/AI-Challenger-Reti
   final score the mean of the 3.
 
 Besides the functions on arrays: :func:`score_prediction_folder` scores the files written by
-:class:`transforms.oct.SaveOCTPredictiond` against the label cubes (the submission, as the organisers would),
+:func:`formats.oct.write_oct_prediction` against the label cubes (the submission, as the organisers would),
 :func:`write_score_report` prints and saves the tables of several models (single and fused), and
 :class:`EdemaCubeMetric` is the same score as an Ignite metric for validation during training.
 
@@ -37,10 +37,10 @@ from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
-from monai.utils import convert_to_tensor
+from monai.utils import convert_to_numpy, convert_to_tensor
 from sklearn.metrics import roc_auc_score
 
-from transforms.oct import (
+from formats.oct import (
     LABEL_CODES,
     LABEL_TO_CLASS,
     LESIONS,
@@ -65,12 +65,6 @@ __all__ = [
 ]
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _nanmean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else float("nan")
@@ -87,7 +81,7 @@ def cube_dice(pred_volume: Any, gt_volume: Any, num_classes: int = 4) -> dict[st
     Returns:
         ``{"REA": d1, "SRF": d2, "PED": d3}`` (``class_<c>`` keys for other class counts).
     """
-    pred, gt = _to_numpy(pred_volume), _to_numpy(gt_volume)
+    pred, gt = convert_to_numpy(pred_volume), convert_to_numpy(gt_volume)
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} does not match ground truth {gt.shape}")
     result = {}
@@ -104,7 +98,7 @@ def cube_dice(pred_volume: Any, gt_volume: Any, num_classes: int = 4) -> dict[st
 
 def slice_presence(label_volume: Any, num_classes: int = 4) -> np.ndarray:
     """``(S, num_classes - 1)`` 0/1 presence of each lesion in each slice of an ``(S, H, W)`` label volume."""
-    vol = _to_numpy(label_volume)
+    vol = convert_to_numpy(label_volume)
     if vol.ndim < 2:
         raise ValueError(f"expected a label volume (S, H, W), got shape {vol.shape}")
     flat = vol.reshape(vol.shape[0], -1)
@@ -123,13 +117,13 @@ def detection_auc(det_probs: Any, gt_presence: Any) -> dict[str, float]:
         and left out of the mean.
     """
     if isinstance(det_probs, (list, tuple)):
-        probs = np.concatenate([_to_numpy(p).reshape(len(p), -1) for p in det_probs], axis=0)
+        probs = np.concatenate([convert_to_numpy(p).reshape(len(p), -1) for p in det_probs], axis=0)
     else:
-        probs = _to_numpy(det_probs)
+        probs = convert_to_numpy(det_probs)
     if isinstance(gt_presence, (list, tuple)):
-        truth = np.concatenate([_to_numpy(g).reshape(len(g), -1) for g in gt_presence], axis=0)
+        truth = np.concatenate([convert_to_numpy(g).reshape(len(g), -1) for g in gt_presence], axis=0)
     else:
-        truth = _to_numpy(gt_presence)
+        truth = convert_to_numpy(gt_presence)
     if probs.ndim != 2 or probs.shape != truth.shape:
         raise ValueError(f"det_probs {probs.shape} and gt_presence {truth.shape} must both be (N_slices, K)")
     names = lesion_names(probs.shape[1] + 1)
@@ -156,10 +150,10 @@ def evaluate_cube(
     Returns:
         ``{"case", "dice": {lesion: dice}, "presence": (S, K) targets, "det_probs": (S, K) or None}``.
     """
-    gt = _to_numpy(gt_volume)
+    gt = convert_to_numpy(gt_volume)
     probs = None
     if det_probs is not None:
-        probs = _to_numpy(det_probs).astype(np.float32)
+        probs = convert_to_numpy(det_probs).astype(np.float32)
         if probs.shape != (gt.shape[0], num_classes - 1):
             raise ValueError(f"case {case!r}: det_probs shape {probs.shape}, expected {(gt.shape[0], num_classes - 1)}")
     return {
@@ -232,7 +226,7 @@ def score_prediction_folder(
     case_ms: Mapping[str, float] | None = None,
     peak_memory_mb: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Score the predictions of :class:`transforms.oct.SaveOCTPredictiond` in ``pred_dir`` against label cubes.
+    """Score the predictions of :func:`formats.oct.write_oct_prediction` in ``pred_dir`` against label cubes.
 
     As a submission is scored: per-cube lesion Dice and per-slice detection AUC (:func:`edema_score_table`) from
     the files. A cube without prediction files counts as all background with detection probability 0 (a missing

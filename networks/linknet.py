@@ -1,13 +1,13 @@
 """LinkNet (Chaurasia & Culurciello, VCIP 2017) on any multi-scale encoder, in the layout of smp's ``Linknet``.
 
 The CCF BDCI 2021 ULSEG rank-1 model is ``segmentation_models_pytorch`` 0.1.0 ``Linknet`` with an
-``efficientnet-b6`` encoder, 1 input channel and 1 output logit (RECIPES 2.1). This module rebuilds it from MONAI
+``efficientnet-b6`` encoder, 1 input channel and 1 output logit. This module rebuilds it from MONAI
 pieces: the encoder is MONAI's EfficientNet (:class:`networks.efficientnet.EfficientNetSkipEncoder`, returning the
 smp skips) or MONAI's ResNet in the ImageNet layout (:class:`ResNetSkipEncoder`, the seed's ResNet34 ablation);
 the decoder blocks are MONAI ``Convolution`` s.
 
 Parameter counts (1 input channel, 1 output): LinkNet-B6 39,916,245 = encoder 39,402,984 + decoder 513,228 +
-head 33. smp's figure of 41,248,965 (RECIPES 6) also counts the 3-channel stem (+1,008) and the EfficientNet
+head 33. smp 0.1.0's figure of 41,248,965 also counts the 3-channel stem (+1,008) and the EfficientNet
 classifier conv + BN (``_conv_head``/``_bn1``, +1,331,712) that smp keeps in the encoder but never runs; those
 are removed here so that every parameter receives a gradient (DistributedDataParallel refuses unused ones).
 """
@@ -167,7 +167,7 @@ class LinkNetDecoder(nn.Module):
 
     For encoder maps with channels ``encoder_channels = (c0, …, cn-1)`` (shallowest first, strides 2, 4, …, 2^n)
     the channel path is ``cn-1 -> cn-2 -> … -> c0 -> out_channels``; for the EfficientNet-B6 skips
-    ``(56, 40, 72, 200, 576)`` that is 576->200->72->40->56->32 (RECIPES 2.1). The output has the input's size.
+    ``(56, 40, 72, 200, 576)`` that is 576->200->72->40->56->32 (the rank-1 model). The output has the input's size.
 
     Args:
         encoder_channels: channels of the encoder maps, shallowest first.

@@ -1,10 +1,10 @@
 """MAGNET (CSV 2026, 4th place): two-view carotid plaque segmentation + morphology-guided risk classification.
 
-Rebuilt from the original (lyyek/CSV2026) in native PyTorch: one ConvNeXt encoder shared by the longitudinal
-and transverse views, an extra stride-2 stem for an H/2 skip, one UNet decoder per view, and a classification head
-fed by both views (plaque-weighted pooling of the bottleneck + 10 parameter-free morphology features of the detached
-segmentation). Unlike the original, the extra stem is trained (its freeze rule there left it at random
-init); ``handlers.freeze.FreezeForEpochs`` on ``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
+Rebuilt from lyyek/CSV2026 (models/convnext_unet.py): one ConvNeXt encoder shared by the longitudinal and transverse
+views, an extra stride-2 stem for an H/2 skip, one UNet decoder per view, and a classification head fed by
+both views (plaque-weighted pooling of the bottleneck + 10 parameter-free morphology features of the detached
+segmentation). Unlike the original, the extra stem is trained (its freeze rule there left it at random init,
+its train.py); ``handlers.freeze.FreezeForEpochs`` on ``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
 
 I/O contract (CONTRIBUTING.md): ``forward(x: (B, 2, H, W)) -> (B, 2 * num_classes + 1, H, W)`` with channels
 ``[0:C]`` long-view logits, ``[C:2C]`` transverse-view logits and ``2C`` the risk logit broadcast over H, W;

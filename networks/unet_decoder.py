@@ -1,6 +1,6 @@
 """UNet decoder for multi-scale encoders: bilinear x2 upsampling, skip concatenation, two conv-BN-ReLU.
 
-MONAI's ``UpCat`` pads a mismatched upsampled map and puts the skip first; the MAGNET decoder (RECIPES 1.2)
+MONAI's ``UpCat`` pads a mismatched upsampled map and puts the skip first; the MAGNET decoder (lyyek/CSV2026)
 instead re-interpolates the upsampled map to the skip's size and concatenates ``[upsampled, skip]``, so the
 block is rebuilt here from MONAI's ``TwoConv``.
 """

@@ -1,6 +1,6 @@
 """Transform pipelines of the CCF BDCI 2021 angioma bundle and the imgaug operations MONAI lacks.
 
-The rank-1 solution augments with imgaug, the same random draw applied to image and mask (RECIPES 2.3). Here the
+The rank-1 solution augments with imgaug, the same random draw applied to image and mask (its train.py). Here the
 same pipeline is built from MONAI transforms with per-key interpolation (image bilinear/bicubic, mask nearest);
 intensity operations touch the image only. imgaug -> MONAI:
 
@@ -378,7 +378,7 @@ def angioma_inference_transforms(image_size: int = 256) -> Compose:
 
 
 def angioma_postprocessing(keys: KeysCollection = "pred", min_size: int = 51, median_window: int = 19) -> Compose:
-    """RSIP then EMF on a thresholded {0, 1} mask ``(1, H, W)`` at the original resolution (RECIPES 2.5, intent).
+    """RSIP then EMF on a thresholded {0, 1} mask ``(1, H, W)`` at the original resolution (postprocess.py, intent).
 
     Args:
         keys: mask keys.

@@ -12,7 +12,7 @@ calls its helpers once per view), and finally stacked into the contract of CONTR
 1 plaque / 2 vessel, ``"cls"`` float (1,); unlabelled cases carry ``"image"`` (weak, unaugmented) and
 ``"image_strong"``. ``"case"`` passes through.
 
-Mapping of RECIPES 1.5 (labelled) onto MONAI, and where it deviates:
+Mapping of MAGNET's augmentation (lyyek/CSV2026, labelled) onto MONAI, and where it deviates:
 
 * Augmentation runs at ``image_size`` right after resizing, not at 512 before a final resize; pixel-valued
   recipe parameters (elastic α, σ) are given at ``reference_size`` (512, the organisers' size) and scaled.
@@ -36,7 +36,7 @@ Mapping of RECIPES 1.5 (labelled) onto MONAI, and where it deviates:
 * cutout p .2, 1 hole of side U(.05, .15)·size, fill 0, image only: :class:`RandSquareCutoutd` (MONAI's
   ``RandCoarseDropoutd`` draws each side independently). Final clip to [0, 1].
 
-Quirk not reproduced: MAGNET's PIL helper turns a {0, 1}-only mask into {0, 255} (RECIPES 1.5).
+Quirk not reproduced: MAGNET's PIL helper turns a {0, 1}-only mask into {0, 255} (lyyek/CSV2026).
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def carotid_train_transforms(
     cutout_size_range: tuple[float, float] = (0.05, 0.15),
     reference_size: int = 512,
 ) -> Compose:
-    """Labelled training pipeline: read, resize, MAGNET's augmentation of RECIPES 1.5 per view, stack.
+    """Labelled training pipeline: read, resize, MAGNET's augmentation (lyyek/CSV2026) per view, stack.
 
     Defaults are the recipe's (see the module docstring for the MONAI transform of each step). Geometric
     steps move image and mask together; intensity steps touch the image only.
@@ -377,7 +377,7 @@ def carotid_strong_augmentation(
     cutout_max_holes: int = 3,
     cutout_size_range: tuple[float, float] = (0.05, 0.15),
 ) -> Compose:
-    """Mean Teacher student input (RECIPES 1.4): intensity-only, pixel-aligned, each key drawn independently.
+    """Mean Teacher student input (lyyek/CSV2026 train.py): intensity-only, pixel-aligned, each key drawn independently.
 
     Brightness ×U(.7, 1.3) and contrast about 0.5 ×U(.7, 1.3) (p .95), gamma U(.8, 1.2) (p .95), Gaussian
     noise (p .75), blur σ U(.2, 1.8) per axis (p .15), 1-3 square holes of side U(.05, .15)·size filled 0

@@ -1,19 +1,16 @@
-"""Reading and writing the HDF5 case files of the challenges (CSV 2026 ``NNNN.h5`` / ``NNNN_label.h5``).
+"""The dictionary reader of the HDF5 case files of the challenges (CSV 2026 ``NNNN.h5`` / ``NNNN_label.h5``).
 
-:class:`LoadH5d` is the dictionary reader: ``data[key]`` is the path of one ``.h5`` file, each named dataset
+:class:`LoadH5d` wraps :func:`formats.h5.read_h5`: ``data[key]`` is the path of one ``.h5`` file, each named dataset
 becomes a channel-first ``MetaTensor`` (or a ``(1,)`` tensor for a scalar such as ``cls``) under its own key.
 Every problem with a file (missing, not HDF5, dataset absent, wrong shape, non-finite values) raises
-:class:`CaseReadError`, whose message names the file and the dataset, so that one bad case among a
-thousand is found at once. :func:`write_h5_atomic` writes a case file without ever leaving a partial one.
+:class:`~formats.errors.CaseReadError`, whose message names the file and the dataset.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from monai.config import DtypeLike, KeysCollection
@@ -21,57 +18,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from monai.utils import ensure_tuple, ensure_tuple_rep
 
-from formats.errors import CaseReadError
-from utils.atomic import atomic_path
+from formats.h5 import read_h5
 
-__all__ = ["LoadH5d", "read_h5_dataset", "write_h5_atomic"]
-
-
-def read_h5_dataset(
-    file: h5py.File, path: str | os.PathLike, name: str, expected_ndim: int | None = 2
-) -> np.ndarray:
-    """Read dataset ``name`` of the open ``file`` and check it; ``path`` is only used in error messages.
-
-    Args:
-        file: an open HDF5 file.
-        path: the file's path, named by every error.
-        name: dataset name.
-        expected_ndim: required number of dimensions; ``0`` reads a scalar stored with shape ``()`` or
-            ``(1,)`` and returns shape ``(1,)``; ``None`` accepts any shape.
-
-    Raises:
-        CaseReadError: the dataset is missing (the message lists the datasets the file has), is not a
-            numeric array, has the wrong number of dimensions or an empty axis, or holds NaN/inf.
-    """
-    if name not in file:
-        available = sorted(file.keys())
-        raise CaseReadError(f"{path}: dataset '{name}' not found; the file has {available}", path=path, key=name)
-    node = file[name]
-    if not isinstance(node, h5py.Dataset):
-        raise CaseReadError(f"{path}: '{name}' is a {type(node).__name__}, not a dataset", path=path, key=name)
-    array = np.asarray(node[()])
-    if array.dtype.kind not in "biuf":
-        raise CaseReadError(f"{path}: dataset '{name}' has non-numeric dtype {array.dtype}", path=path, key=name)
-    if expected_ndim == 0:
-        if array.size != 1 or array.ndim > 1:
-            raise CaseReadError(
-                f"{path}: dataset '{name}' should be a scalar (shape () or (1,)), got shape {array.shape}",
-                path=path,
-                key=name,
-            )
-        array = array.reshape(1)
-    elif expected_ndim is not None and array.ndim != expected_ndim:
-        raise CaseReadError(
-            f"{path}: dataset '{name}' should have {expected_ndim} dimensions, got shape {array.shape}",
-            path=path,
-            key=name,
-        )
-    if array.size == 0:
-        raise CaseReadError(f"{path}: dataset '{name}' is empty (shape {array.shape})", path=path, key=name)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise CaseReadError(f"{path}: dataset '{name}' has {bad} NaN/inf values", path=path, key=name)
-    return array
+__all__ = ["LoadH5d"]
 
 
 class LoadH5d(MapTransform):
@@ -98,7 +47,7 @@ class LoadH5d(MapTransform):
 
     Raises:
         CaseReadError: the file is missing or not readable as HDF5, or a dataset fails
-            :func:`read_h5_dataset`'s checks; the message names the file and the dataset.
+            the checks of :func:`formats.h5.read_h5_dataset`; the message names the file and the dataset.
     """
 
     def __init__(
@@ -127,23 +76,11 @@ class LoadH5d(MapTransform):
 
     def read(self, path: str | os.PathLike) -> dict[str, torch.Tensor]:
         """The checked datasets of the file ``path`` keyed by output key."""
-        if not isinstance(path, (str, os.PathLike)):
-            raise CaseReadError(f"expected the path of an .h5 file, got {type(path).__name__}: {path!r}")
-        if not Path(path).is_file():
-            raise CaseReadError(f"{path}: file not found", path=path)
-        try:
-            file = h5py.File(path, "r")
-        except OSError as error:
-            raise CaseReadError(f"{path}: not a readable HDF5 file ({error})", path=path) from error
-        tensors = {}
-        with file:
-            for name, out_key, ndim in zip(self.datasets, self.output_keys, self.expected_ndim):
-                try:
-                    array = read_h5_dataset(file, path, name, ndim)
-                except OSError as error:  # a truncated file opens but fails on reading a dataset
-                    raise CaseReadError(f"{path}: dataset '{name}' is unreadable ({error})", path, name) from error
-                tensors[out_key] = self._to_tensor(path, name, array, ndim)
-        return tensors
+        arrays = read_h5(path, self.datasets, self.expected_ndim)
+        return {
+            out_key: self._to_tensor(path, name, arrays[name], ndim)
+            for name, out_key, ndim in zip(self.datasets, self.output_keys, self.expected_ndim)
+        }
 
     def _to_tensor(self, path: str | os.PathLike, name: str, array: np.ndarray, ndim: int | None) -> torch.Tensor:
         values = torch.as_tensor(array.astype(self.dtype, copy=False))
@@ -163,17 +100,3 @@ class LoadH5d(MapTransform):
             d.update(self.read(d[key]))  # type: ignore[arg-type]
         return d
 
-
-def write_h5_atomic(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], overwrite: bool = True) -> None:
-    """Write ``arrays`` as the datasets of the HDF5 file ``path``, atomically (temporary file + rename).
-
-    A reader sees either no file, the previous file or the complete new one, never a partial write.
-    Arrays keep their dtype; a 0-d array (``np.uint8(1)``) becomes a scalar dataset. Missing parent
-    folders are created.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-    """
-    with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as file:
-        for name, array in arrays.items():
-            file.create_dataset(name, data=np.asarray(array))

@@ -3,12 +3,11 @@
 The other step of that recipe, "removing small isolated points" (RSIP), is MONAI's
 ``RemoveSmallObjectsd(keys, min_size=N, connectivity=2)`` on a {0, 1} (or bool) ``(1, H, W)`` mask: on a
 channel-first 2D mask ``connectivity=2`` joins diagonal neighbours in the image plane (8-connectivity, as the
-seed's ``skimage.measure.label(neighbors=8)``), and components with **fewer than** ``min_size`` pixels are
-deleted (scikit-image's deprecated ``min_size``, which MONAI 1.6 passes). The seed threshold is 50; the seed
-meant "delete components of at most 50 px", so ``min_size=51`` reproduces its intent to the pixel. Two pitfalls:
-on a {0, 255} mask MONAI treats the array as already labelled (all foreground is ONE object), so threshold the
-probabilities to {0, 1} first; and the seed's own code did the opposite of its intent (RECIPES 2.5), which is not
-reproduced.
+rank-1 ``postprocess.py``'s ``skimage.measure.label(neighbors=8)``), and components with **fewer than** ``min_size``
+pixels are deleted (scikit-image's deprecated ``min_size``, which MONAI 1.6 passes). Its threshold is 50; it meant
+"delete components of at most 50 px", so ``min_size=51`` reproduces its intent to the pixel. Two pitfalls: on a
+{0, 255} mask MONAI treats the array as already labelled (all foreground is ONE object), so threshold the
+probabilities to {0, 1} first; and that code did the opposite of its intent, which is not reproduced.
 """
 
 from __future__ import annotations

@@ -1,34 +1,82 @@
-"""Writers of predictions: atomic, never overwriting unless asked, named after the input case."""
+"""Writers of predictions: one file per case named ``{case}{suffix}{extension}``, written atomically, never
+overwriting unless asked.
+
+:class:`CaseWriterd` is the base of every bundle's writer (:class:`SaveH5d`, :class:`SaveOverlayd` here,
+:class:`transforms.png.SaveGreyPNGd`, :class:`transforms.oct.SaveOCTPredictiond`); the bytes of each format are
+written by :mod:`formats`, through :func:`utils.atomic.atomic_path`, so a reader never sees half a file.
+"""
 
 from __future__ import annotations
 
-import gzip
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-import h5py
-import nibabel as nib
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from monai.utils import convert_to_numpy
 from PIL import Image
 
-from utils.atomic import atomic_path
+from formats.h5 import write_h5_atomic
+from formats.png import save_rgb_png_atomic
 
-__all__ = ["SaveH5d", "SaveOverlayd", "overlay_image", "write_nifti_atomic"]
+__all__ = ["CaseWriterd", "SaveH5d", "SaveOverlayd", "overlay_image"]
 
 # background transparent, then one colour per class (plaque/lesion red, vessel green, third class blue)
 CLASS_COLOURS = np.array([[0, 0, 0], [230, 50, 50], [50, 200, 80], [60, 120, 255]], dtype=np.float32)
 
 
-def _numpy(value: torch.Tensor | np.ndarray | float) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+class CaseWriterd(MapTransform):
+    """Base of the writers of a case's outputs: ``{output_dir}/{case}{suffix}{extension}``.
+
+    ``__call__`` hands the data and the case name (``data[case_key]``) to :meth:`write`, which subclasses implement
+    with an atomic writer of :mod:`formats` and ``overwrite=self.overwrite``; the data pass through unchanged.
+
+    Args:
+        keys: data keys to write.
+        output_dir: folder of the outputs (created if needed).
+        case_key: data key holding the case name.
+        suffix: appended to the case name.
+        overwrite: replace an existing output; otherwise an existing file is an error for that case.
+        allow_missing_keys: skip missing keys instead of raising.
+    """
+
+    extension: str = ""
+    """File extension of the outputs (with its dot), set by each subclass."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str | os.PathLike,
+        case_key: str = "case",
+        suffix: str = "",
+        overwrite: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.case_key = case_key
+        self.suffix = suffix
+        self.overwrite = overwrite
+
+    def output_path(self, case: str, suffix: str | None = None, folder: str | os.PathLike | None = None) -> Path:
+        """``{folder}/{case}{suffix}{extension}``; ``folder`` and ``suffix`` default to the writer's own."""
+        folder = self.output_dir if folder is None else Path(folder)
+        return folder / f"{case}{self.suffix if suffix is None else suffix}{self.extension}"
+
+    def write(self, case: str, data: dict[Hashable, Any]) -> None:
+        """Write the outputs of ``case`` from ``data``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write()")
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.write(str(d[self.case_key]), d)
+        return d
 
 
-class SaveH5d(MapTransform):
+class SaveH5d(CaseWriterd):
     """Write ``data[key]`` for each key as a dataset of one .h5 file per case, ``{case}{suffix}.h5``.
 
     Args:
@@ -41,51 +89,27 @@ class SaveH5d(MapTransform):
         overwrite: replace an existing output; otherwise an existing file is an error for that case.
     """
 
+    extension = ".h5"
+
     def __init__(
         self,
         keys: KeysCollection,
-        output_dir: str | Path,
+        output_dir: str | os.PathLike,
         case_key: str = "case",
         suffix: str = "_pred",
         dtype: np.dtype | str = np.uint8,
         dataset_names: Sequence[str] | None = None,
         overwrite: bool = False,
     ) -> None:
-        super().__init__(keys)
-        self.output_dir = Path(output_dir)
-        self.case_key = case_key
-        self.suffix = suffix
+        super().__init__(keys, output_dir, case_key, suffix, overwrite)
         self.dtype = np.dtype(dtype)
         self.dataset_names = list(dataset_names) if dataset_names is not None else [str(k) for k in self.keys]
         if len(self.dataset_names) != len(self.keys):
             raise ValueError(f"got {len(self.keys)} keys but {len(self.dataset_names)} dataset names")
-        self.overwrite = overwrite
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        path = self.output_dir / f"{d[self.case_key]}{self.suffix}.h5"
-        with atomic_path(path, overwrite=self.overwrite) as tmp:
-            with h5py.File(tmp, "w") as f:
-                for key, name in zip(self.keys, self.dataset_names):
-                    f.create_dataset(name, data=_numpy(d[key]).astype(self.dtype))
-        return d
-
-
-def write_nifti_atomic(
-    path: str | Path, array: np.ndarray, affine: np.ndarray | None = None, overwrite: bool = False
-) -> None:
-    """Write ``array`` as a NIfTI-1 file (gzip-compressed when ``path`` ends in ``.gz``), atomically.
-
-    The array is stored with its own dtype and axis order (NIfTI's first axis is x); ``affine`` defaults to the
-    identity (voxel coordinates). The bytes are built in memory and written through :func:`utils.atomic.atomic_path`,
-    whose temporary name would otherwise confuse nibabel's choice of format by extension.
-    """
-    image = nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64))
-    data = image.to_bytes()
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_bytes(data)
+    def write(self, case: str, data: dict[Hashable, Any]) -> None:
+        arrays = {name: convert_to_numpy(data[k]).astype(self.dtype) for k, name in zip(self.keys, self.dataset_names)}
+        write_h5_atomic(self.output_path(case), arrays, overwrite=self.overwrite)
 
 
 def overlay_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.4) -> np.ndarray:
@@ -100,7 +124,7 @@ def overlay_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.4) -> n
     return np.clip(blend, 0, 255).astype(np.uint8)
 
 
-class SaveOverlayd(MapTransform):
+class SaveOverlayd(CaseWriterd):
     """Save a PNG picture of predictions over their images, several (image, label) pairs side by side.
 
     Args:
@@ -112,31 +136,28 @@ class SaveOverlayd(MapTransform):
         overwrite: replace an existing picture.
     """
 
+    extension = ".png"
+
     def __init__(
         self,
         keys: KeysCollection,
         label_keys: KeysCollection,
-        output_dir: str | Path,
+        output_dir: str | os.PathLike,
         case_key: str = "case",
         suffix: str = "_overlay",
         alpha: float = 0.4,
         overwrite: bool = False,
     ) -> None:
-        super().__init__(keys)
+        super().__init__(keys, output_dir, case_key, suffix, overwrite)
         self.label_keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)
         if len(self.label_keys) != len(self.keys):
             raise ValueError(f"got {len(self.keys)} image keys but {len(self.label_keys)} label keys")
-        self.output_dir = Path(output_dir)
-        self.case_key = case_key
-        self.suffix = suffix
         self.alpha = alpha
-        self.overwrite = overwrite
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
+    def write(self, case: str, data: dict[Hashable, Any]) -> None:
         panels = []
         for image_key, label_key in zip(self.keys, self.label_keys):
-            image, label = np.squeeze(_numpy(d[image_key])), np.squeeze(_numpy(d[label_key]))
+            image, label = np.squeeze(convert_to_numpy(data[image_key])), np.squeeze(convert_to_numpy(data[label_key]))
             if image.ndim != 2 or label.ndim != 2:
                 raise ValueError(f"{image_key} {image.shape} and {label_key} {label.shape} must be 2-D pictures")
             if image.shape != label.shape:  # a network-sized image under an original-sized prediction
@@ -144,7 +165,4 @@ class SaveOverlayd(MapTransform):
             panels.append(overlay_image(image, label, self.alpha))
         height = max(p.shape[0] for p in panels)
         padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
-        path = self.output_dir / f"{d[self.case_key]}{self.suffix}.png"
-        with atomic_path(path, overwrite=self.overwrite) as tmp:
-            Image.fromarray(np.concatenate(padded, axis=1)[:, :-4]).save(tmp, format="PNG")
-        return d
+        save_rgb_png_atomic(self.output_path(case), np.concatenate(padded, axis=1)[:, :-4], overwrite=self.overwrite)

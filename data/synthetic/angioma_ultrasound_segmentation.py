@@ -1,6 +1,6 @@
 """Synthetic CCF BDCI 2021 angioma cases: superficial B-mode ultrasound with one hemangioma-like lesion and its mask.
 
-Writes the challenge's exact layout (RECIPES 2, :mod:`data.ccf_bdci`)::
+Writes the challenge's exact layout (:mod:`data.ccf_bdci`)::
 
     out_dir/train_data/img/<i>.png      RGB PNG with three identical channels, W 375-490 x H 230-320 px
     out_dir/train_data/label/<i>.png    8-bit L PNG, {0, 255}; some masks a few pixels off the image size
@@ -27,7 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from data.ccf_bdci import TEST_IMAGE_DIR, TRAIN_CSV, TRAIN_IMAGE_DIR, TRAIN_LABEL_DIR
-from transforms.png import fit_mask_to_image, save_png_atomic
+from formats.png import fit_mask_to_image, save_png_atomic
 from utils.atomic import atomic_path, write_text_atomic
 
 __all__ = ["add_arguments", "generate", "synthesize_case"]

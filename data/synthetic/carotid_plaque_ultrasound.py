@@ -1,6 +1,6 @@
 """Synthetic CSV 2026 cases: two-view carotid B-mode ultrasound with a plaque, vessel/plaque masks and a risk class.
 
-Writes the challenge's exact layout and dtypes (RECIPES 1.1)::
+Writes the challenge's exact layout and dtypes (bundles/carotid_plaque_ultrasound/docs/README.md)::
 
     out_dir/images/NNNN.h5          long_img, trans_img: uint8 (size, size)
     out_dir/labels/NNNN_label.h5    long_mask, trans_mask: uint8 {0, 128 plaque, 255 vessel}; cls: uint8 scalar
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter, gaussian_filter1d, zoom
 
-from transforms.io import write_h5_atomic
+from formats.h5 import write_h5_atomic
 from utils.atomic import write_text_atomic
 
 __all__ = ["add_arguments", "generate", "synthesize_case"]

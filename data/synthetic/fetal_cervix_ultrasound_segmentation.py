@@ -30,7 +30,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from data.fugc import IMAGE_DIR, LABEL_DIR
-from transforms.png import save_png_atomic
+from formats.png import save_png_atomic
 from utils.atomic import atomic_path
 
 __all__ = ["HIDDEN_LABEL_DIR", "add_arguments", "generate", "synthesize_case"]

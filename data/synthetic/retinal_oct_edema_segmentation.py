@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.ai_challenger_oct import IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, SPLIT_DIRS, write_oct_cube
+from data.ai_challenger_oct import IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX, SPLIT_DIRS
+from formats.oct import write_oct_cube
 
 __all__ = ["add_arguments", "generate", "synthesize_cube"]
 

@@ -18,7 +18,7 @@ from data.synthetic.angioma_ultrasound_segmentation import generate
 from engines.inference import InferenceFailed
 from metrics.ccf_bdci import dice_score
 from tests.bundles.workflow import run_bundle
-from transforms.png import fit_mask_to_image, read_mask_png
+from formats.png import fit_mask_to_image, read_mask_png
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "angioma_ultrasound_segmentation" / "configs"

@@ -22,7 +22,8 @@ from data.csv2026 import (
 from data.synthetic.carotid_plaque_ultrasound import generate
 from transforms.carotid import carotid_val_transforms
 from formats.errors import CaseReadError
-from transforms.io import LoadH5d, write_h5_atomic
+from formats.h5 import write_h5_atomic
+from transforms.io import LoadH5d
 
 
 @pytest.fixture(scope="module")

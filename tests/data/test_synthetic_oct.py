@@ -9,7 +9,8 @@ import pytest
 
 from data.ai_challenger_oct import oct_cube_datalist
 from data.synthetic.retinal_oct_edema_segmentation import add_arguments, generate
-from transforms.oct import LABEL_CODES, LoadOCTCubed
+from formats.oct import LABEL_CODES
+from transforms.oct import LoadOCTCubed
 
 SIZE = {"slices": 8, "height": 64, "width": 32}
 

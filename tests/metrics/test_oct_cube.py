@@ -118,7 +118,7 @@ def test_evaluate_cube_checks_detection_shape():
 
 def write_label_cube(folder, classes: np.ndarray) -> dict:
     """A label cube folder in the challenge's grey codes from class indices."""
-    from data.ai_challenger_oct import write_oct_cube
+    from formats.oct import write_oct_cube
 
     codes = np.array([0, 255, 191, 128], np.uint8)[classes]
     write_oct_cube(folder, codes)

@@ -17,7 +17,7 @@ from transforms.angioma import (
     angioma_train_transforms,
     angioma_val_transforms,
 )
-from transforms.png import fit_mask_to_image, save_png_atomic
+from formats.png import fit_mask_to_image, save_png_atomic
 
 SIZE = 64
 

@@ -20,7 +20,7 @@ from transforms.carotid import (
     carotid_val_transforms,
 )
 from formats.errors import CaseReadError
-from transforms.io import write_h5_atomic
+from formats.h5 import write_h5_atomic
 
 SIZE = 48  # stored side of the test cases
 IMAGE_SIZE = 32  # pipeline output side

@@ -12,7 +12,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapLabelValued
 
 from formats.errors import CaseReadError
-from transforms.io import LoadH5d, write_h5_atomic
+from formats.h5 import write_h5_atomic
+from transforms.io import LoadH5d
 from transforms.label import CheckLabelValuesd
 
 

@@ -14,15 +14,8 @@ from PIL import Image
 
 from networks.unet_plus_plus import UNetPlusPlus, split_seg_det_output
 from formats.errors import CaseReadError
-from transforms.oct import (
-    LABEL_TO_CLASS,
-    LoadOCTCubed,
-    SaveOCTPredictiond,
-    StackNeighbourSlicesd,
-    prediction_paths,
-    read_oct_cube,
-    read_oct_prediction,
-)
+from formats.oct import LABEL_TO_CLASS, prediction_paths, read_oct_cube, read_oct_prediction
+from transforms.oct import LoadOCTCubed, SaveOCTPredictiond, StackNeighbourSlicesd
 
 
 def write_cube(folder: Path, cube: np.ndarray, start: int = 1, ext: str = ".bmp") -> Path:

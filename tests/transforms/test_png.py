@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from formats.errors import CaseReadError
-from transforms.png import LoadGreyPNGd, LoadMaskPNGd, SaveGreyPNGd, fit_mask_to_image, save_png_atomic
+from formats.png import fit_mask_to_image, save_png_atomic
+from transforms.png import LoadGreyPNGd, LoadMaskPNGd, SaveGreyPNGd
 
 
 @pytest.fixture(scope="module")

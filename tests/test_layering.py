@@ -49,7 +49,7 @@ def _imported_modules(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every import in ``path``; relative imports resolved against the file's package."""
     package = path.relative_to(ROOT).parent.parts
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

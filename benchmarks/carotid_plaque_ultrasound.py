@@ -1,7 +1,7 @@
-"""Speed figures of the carotid_plaque_ultrasound bundle (MAGNET, CSV 2026 4th place; RECIPES 1.2, 1.6).
+"""Speed figures of the carotid_plaque_ultrasound bundle (MAGNET, CSV 2026 4th place; see the bundle's docs/README.md).
 
 1. Parameters of ``networks.magnet.MagnetNet``: total and the encoder / extra stem / decoders / head split,
-   beside the figures computed from the original (RECIPES 1.2, nano encoder).
+   beside the figures computed from the original MAGNET (nano encoder).
 2. Inference per case (batch 1: both views + risk classification, ``--image-size``, default 512) in fp32 eager
    and in every path of ``benchmarks.common.candidate_paths``, each with its segmentation argmax agreement with
    fp32 over both views and whether its risk class (sigmoid >= 0.5) agrees; the fastest path keeping the
@@ -52,7 +52,7 @@ from data.synthetic.carotid_plaque_ultrasound import generate
 from engines.prepare_batch import PrepareBatchMultiTarget
 from losses.magnet import MagnetLoss
 from networks.checkpoint import load_weights
-from networks.convnext import CONVNEXT_VARIANTS
+from networks.encoders.convnext import CONVNEXT_VARIANTS
 from networks.magnet import MagnetNet, split_views_output
 from transforms.carotid import carotid_val_transforms
 
@@ -60,13 +60,13 @@ __all__ = ["add_arguments", "run"]
 
 NUM_CLASSES = 3
 CLASS_NAMES = ("background", "plaque", "vessel")  # class indices 0, 1, 2 (CONTRIBUTING.md)
-ACCUMULATION_STEPS = 2  # RECIPES 1.6
+ACCUMULATION_STEPS = 2  # MAGNET's gradient accumulation
 LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.05
-CHALLENGE_SIZE = 512  # the organisers' letterboxed size (RECIPES 1.1)
+CHALLENGE_SIZE = 512  # the organisers' letterboxed size (CSV 2026 challenge data)
 #: ``--quick``: a tiny network so that a test runs the whole benchmark in seconds.
 QUICK_NETWORK: dict[str, Any] = {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64), "morph_dim": 8, "cls_hidden": (16,)}
 QUICK_IMAGE_SIZE = 64
-#: parameters computed from the original MAGNET with the nano encoder (RECIPES 1.2).
+#: parameters computed from the original MAGNET with the nano encoder.
 REFERENCE_PARAMETERS = {
     "encoder": 14.95e6,
     "extra_stem": 0.9e3,
@@ -228,7 +228,7 @@ def _parameters(net: MagnetNet, report: Report, reference: bool) -> None:
     for name, count in counts.items():
         expected = f"{REFERENCE_PARAMETERS[name] / 1e6:.4g}" if reference else None
         rows.append([labels[name], f"{count:,}", f"{count / 1e6:.3f}", expected])
-    report.table(["part", "parameters", "millions", "RECIPES 1.2 (M)" if reference else "reference"], rows)
+    report.table(["part", "parameters", "millions", "MAGNET (M)" if reference else "reference"], rows)
 
 
 # ----------------------------------------------------------------------------------------------- 2. inference

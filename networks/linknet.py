@@ -23,7 +23,7 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 
 from networks.decoders.linknet import LinkNetDecoder
-from networks.encoders import build_encoder, load_encoder_weights
+from networks.encoders import build_encoder, check_encoder, load_encoder_weights
 from networks.segmentation import SegmentationModel
 
 __all__ = ["LinkNet"]
@@ -53,6 +53,7 @@ class LinkNet(SegmentationModel):
         act: MONAI activation spec of the decoder.
 
     Raises:
+        TypeError: the encoder module does not follow the encoder contract.
         ValueError: an unknown encoder name, ``encoder_kwargs`` with an encoder module, or an encoder whose maps
             are not at strides 2, 4, …, 2^n (e.g. ConvNeXt, first map at stride 4).
     """
@@ -75,6 +76,7 @@ class LinkNet(SegmentationModel):
             )
         elif encoder_kwargs:
             raise ValueError("encoder_kwargs apply to a named encoder only, not to an encoder module")
+        check_encoder(encoder)
         if pretrained_path is not None:
             load_encoder_weights(encoder, pretrained_path)
         decoder = LinkNetDecoder(

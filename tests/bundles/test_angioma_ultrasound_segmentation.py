@@ -27,7 +27,7 @@ TRAIN = [str(CONFIGS / "train.json")]
 INFERENCE = [str(CONFIGS / "inference.json")]
 EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]
 # a CPU-test-sized network; everything else is the bundle's own configuration
-NET = {"image_size": 64, "encoder": "resnet18", "encoder_kwargs": {"widen_factor": 0.25}}
+NET = {"image_size": 64, "encoder": "resnet", "encoder_kwargs": {"variant": "resnet18", "widen_factor": 0.25}}
 TINY = {**NET, "num_workers": 0, "batch_size": 4, "val_batch_size": 4}
 FOLDS = [0, 1]
 

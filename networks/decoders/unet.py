@@ -244,7 +244,7 @@ class UpsampleConv(nn.Module):
     """Upsample by ``scale_factor`` per axis, then a conv block: a decoder stage without a skip.
 
     The RSNA 2022 spine decoder ends with one: nearest (1, 2, 2) upsampling + Conv3x3x3 40->32 + SiLU
-    (``block="conv"``, ``norm=None``, ``act="silu"``, ``bias=True``).
+    (``block="conv"``, ``norm=None``, ``act="swish"``: MONAI's Swish with alpha 1 is SiLU, ``bias=True``).
     """
 
     def __init__(
@@ -257,7 +257,7 @@ class UpsampleConv(nn.Module):
         align_corners: bool = False,
         block: str = "conv",
         norm: str | tuple | None = None,
-        act: str | tuple | None = "silu",
+        act: str | tuple | None = "swish",
         bias: bool = True,
         kernel_size: int = 3,
     ) -> None:

@@ -14,6 +14,9 @@ the project's reference solutions:
 * FUGC 2025 7th place (apuomline/FUGC2025_7th_solution): a 1x1 conv of the deeper map to the skip width before
   the upsampling (``project_to_skip=True``), bilinear with ``align_corners=True``, two Conv3x3 + BN + LeakyReLU;
   the last stage upsamples both inputs to full resolution (``output_reduction=(1, 1)``).
+* AI Challenger 2018 retinal edema 4th place (ShawnBIT/AI-Challenger-Retinal-Edema-Segmentation, ``unetUp``):
+  a 4x4 stride-2 transposed conv to the stage width (``upsample="deconv"``, ``deconv_kernel_size=4``), then two
+  Conv3x3 + ReLU with bias and no norm.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution
+from monai.networks.blocks import Convolution, UpSample
 from monai.networks.nets.basic_unet import TwoConv
 
 from networks.decoders.base import DecoderLayout, upsampling_factors
@@ -72,8 +75,10 @@ def conv_block(
 
 def _interpolation(mode: str, spatial_dims: int, align_corners: bool) -> Optional[bool]:
     """Check ``mode`` for ``spatial_dims``; the ``align_corners`` to pass (``None`` for nearest, as torch wants)."""
+    if mode == "deconv":
+        return None
     if mode not in _INTERPOLATION:
-        raise ValueError(f"unknown upsampling mode {mode!r}; choose one of {sorted(_INTERPOLATION)}")
+        raise ValueError(f"unknown upsampling mode {mode!r}; choose one of {sorted(_INTERPOLATION) + ['deconv']}")
     if spatial_dims not in _INTERPOLATION[mode]:
         raise ValueError(f"upsampling mode {mode!r} does not apply to spatial_dims={spatial_dims}")
     return None if mode == "nearest" else align_corners
@@ -81,6 +86,9 @@ def _interpolation(mode: str, spatial_dims: int, align_corners: bool) -> Optiona
 
 class UNetUpBlock(nn.Module):
     """One decoder stage: [1x1 projection] -> upsample -> [conv block] -> concat ``[x, skip]`` -> conv block.
+
+    ``upsample="deconv"`` is a transposed conv (``self.up``, MONAI ``UpSample``) to ``out_channels``; the
+    interpolation modes have no parameters.
 
     The upsampled map is resized to the skip's size when they differ (inputs not divisible by the encoder's
     total stride), as MAGNET does.
@@ -93,8 +101,9 @@ class UNetUpBlock(nn.Module):
         scale: upsampling factor of the deeper input per axis.
         skip_scale: upsampling factor of the skip per axis (not 1 only where the stage outputs a finer map than
             the skip, e.g. FUGC's last stage).
-        upsample: ``"nearest"``, ``"bilinear"`` (2-D) or ``"trilinear"`` (3-D).
+        upsample: ``"nearest"``, ``"bilinear"`` (2-D), ``"trilinear"`` (3-D) or ``"deconv"``.
         align_corners: of the (bi/tri)linear interpolation.
+        deconv_kernel_size: kernel of the transposed conv (default: the scale, i.e. no overlap).
         project_to_skip: 1x1 conv (with bias) of the deeper input to ``skip_channels`` before upsampling.
         conv_before_concat: a conv block ``-> out_channels`` on the upsampled map before the concatenation.
         block, norm, act, bias, kernel_size: the conv blocks, see :func:`conv_block`.
@@ -110,6 +119,7 @@ class UNetUpBlock(nn.Module):
         skip_scale: Sequence[int] | None = None,
         upsample: str = "bilinear",
         align_corners: bool = False,
+        deconv_kernel_size: int | None = None,
         project_to_skip: bool = False,
         conv_before_concat: bool = False,
         block: str = "two_conv",
@@ -119,7 +129,9 @@ class UNetUpBlock(nn.Module):
         kernel_size: int = 3,
     ) -> None:
         super().__init__()
-        self.mode = upsample
+        if upsample == "deconv" and skip_scale is not None and any(s != 1 for s in skip_scale):
+            raise ValueError("upsample='deconv' cannot upsample the skip; give an output_reduction of a skip")
+        self.mode = "nearest" if upsample == "deconv" else upsample
         self.align_corners = _interpolation(upsample, spatial_dims, align_corners)
         self.scale: list[float] = [float(s) for s in scale]
         skip_scale = [1] * spatial_dims if skip_scale is None else list(skip_scale)
@@ -130,6 +142,12 @@ class UNetUpBlock(nn.Module):
         if project_to_skip:
             self.project = Convolution(spatial_dims, in_channels, skip_channels, kernel_size=1, conv_only=True, bias=True)
             width = skip_channels
+        self.up: Optional[nn.Module] = None
+        if upsample == "deconv":
+            self.up = UpSample(
+                spatial_dims, width, out_channels, scale_factor=tuple(scale), kernel_size=deconv_kernel_size, mode="deconv"
+            )
+            width = out_channels
         self.up_conv: Optional[nn.Module] = None
         if conv_before_concat:
             self.up_conv = conv_block(block, spatial_dims, width, out_channels, norm, act, bias, kernel_size)
@@ -139,7 +157,10 @@ class UNetUpBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         if self.project is not None:
             x = self.project(x)
-        x = F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=self.align_corners)
+        if self.up is not None:
+            x = self.up(x)
+        else:
+            x = F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=self.align_corners)
         if self.upsample_skip:
             skip = F.interpolate(skip, scale_factor=self.skip_scale, mode=self.mode, align_corners=self.align_corners)
         if x.shape[2:] != skip.shape[2:]:
@@ -165,8 +186,8 @@ class UNetDecoder(DecoderLayout):
         spatial_dims: 2 or 3.
         output_reduction: stride of the output per axis (e.g. ``(1, 1)``: full resolution); default the
             shallowest map's. The last stage then upsamples the skip too.
-        upsample, align_corners, project_to_skip, conv_before_concat, block, norm, act, bias, kernel_size: of
-            every stage, see :class:`UNetUpBlock`.
+        upsample, align_corners, deconv_kernel_size, project_to_skip, conv_before_concat, block, norm, act, bias,
+            kernel_size: of every stage, see :class:`UNetUpBlock`.
 
     Raises:
         ValueError: too few maps, a ``decoder_channels`` of the wrong length, or strides that are not integer
@@ -182,6 +203,7 @@ class UNetDecoder(DecoderLayout):
         output_reduction: Sequence[int] | None = None,
         upsample: str = "bilinear",
         align_corners: bool = False,
+        deconv_kernel_size: int | None = None,
         project_to_skip: bool = False,
         conv_before_concat: bool = False,
         block: str = "two_conv",
@@ -216,6 +238,7 @@ class UNetDecoder(DecoderLayout):
                     skip_scale=upsampling_factors(reductions[level], target, what),
                     upsample=upsample,
                     align_corners=align_corners,
+                    deconv_kernel_size=deconv_kernel_size,
                     project_to_skip=project_to_skip,
                     conv_before_concat=conv_before_concat,
                     block=block,

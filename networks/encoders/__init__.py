@@ -15,5 +15,6 @@ from networks.encoders.base import (
 from networks.encoders import convnext
 from networks.encoders import efficientnet
 from networks.encoders import resnet
+from networks.encoders import unet
 
 __all__ = ["ENCODERS", "FeatureEncoder", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

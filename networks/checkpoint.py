@@ -76,7 +76,8 @@ def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Ten
     """Adapt a pretrained first-conv weight to ``in_channels`` like timm's ``adapt_input_conv``.
 
     The weight is ``(O, I, kh, kw)`` (2-D stem) or ``(O, I, kt, kh, kw)`` (3-D stem of a video backbone, e.g.
-    mmaction2's ir-CSN). One channel: the sum over the input channels (a grey image seen as R = G = B gives the same response).
+    mmaction2's ir-CSN). One channel: the sum over the input channels (a grey image seen as R = G = B gives the
+    same response).
     Other counts (from a 3-channel weight): the RGB kernels repeated cyclically and scaled by ``3 / in_channels``.
     """
     if weight.ndim not in (4, 5):

@@ -82,7 +82,9 @@ class LinkNet(SegmentationModel):
         decoder = LinkNetDecoder(
             encoder.out_channels, encoder.reductions, decoder_channels, encoder.spatial_dims, norm, act
         )
-        head = Convolution(encoder.spatial_dims, decoder_channels, out_channels, kernel_size=1, conv_only=True, bias=True)
+        head = Convolution(
+            encoder.spatial_dims, decoder_channels, out_channels, kernel_size=1, conv_only=True, bias=True
+        )
         super().__init__(encoder, decoder, head)
         self.size_divisor = 2 ** len(decoder.encoder_channels)
 

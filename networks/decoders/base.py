@@ -44,7 +44,9 @@ class DecoderLayout(nn.Module):
             )
         self.spatial_dims = spatial_dims
         self.encoder_channels: list[int] = [int(c) for c in encoder_channels]
-        self.encoder_reductions: tuple[tuple[int, ...], ...] = tuple(tuple(int(s) for s in r) for r in encoder_reductions)
+        self.encoder_reductions: tuple[tuple[int, ...], ...] = tuple(
+            tuple(int(s) for s in r) for r in encoder_reductions
+        )
 
     def check_encoder(self, encoder: nn.Module) -> None:
         """Raise a ``ValueError`` naming expected vs got when ``encoder``'s channels or reductions differ."""
@@ -52,8 +54,8 @@ class DecoderLayout(nn.Module):
         got_reductions = tuple(tuple(int(s) for s in r) for r in encoder.reductions)
         if got_channels != tuple(self.encoder_channels) or got_reductions != self.encoder_reductions:
             raise ValueError(
-                f"{type(self).__name__} was built for encoder maps with channels {tuple(self.encoder_channels)} at strides "
-                f"{self.encoder_reductions}; {type(encoder).__name__} gives channels {got_channels} at strides "
+                f"{type(self).__name__} was built for encoder maps with channels {tuple(self.encoder_channels)} at "
+                f"strides {self.encoder_reductions}; {type(encoder).__name__} gives channels {got_channels} at strides "
                 f"{got_reductions}"
             )
 
@@ -64,5 +66,6 @@ class DecoderLayout(nn.Module):
         for i in range(len(features)):
             if features[i].shape[1] != self.encoder_channels[i]:
                 raise ValueError(
-                    f"encoder map {i}: the decoder expects {self.encoder_channels[i]} channels, got {features[i].shape[1]}"
+                    f"encoder map {i}: the decoder expects {self.encoder_channels[i]} channels, "
+                    f"got {features[i].shape[1]}"
                 )

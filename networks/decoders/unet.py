@@ -61,7 +61,9 @@ def conv_block(
             raise ValueError(f"block 'two_conv' has 3^n kernels (MONAI TwoConv), got kernel_size={kernel_size}")
         return TwoConv(spatial_dims, in_channels, out_channels, act=act, norm=norm, bias=bias)
     if block == "conv":
-        return Convolution(spatial_dims, in_channels, out_channels, kernel_size=kernel_size, act=act, norm=norm, bias=bias)
+        return Convolution(
+            spatial_dims, in_channels, out_channels, kernel_size=kernel_size, act=act, norm=norm, bias=bias
+        )
     if block == "conv2plus1d":
         if spatial_dims != 3:
             raise ValueError(f"block 'conv2plus1d' is 3-D only, got spatial_dims={spatial_dims}")
@@ -140,12 +142,19 @@ class UNetUpBlock(nn.Module):
         width = in_channels
         self.project: Optional[nn.Module] = None
         if project_to_skip:
-            self.project = Convolution(spatial_dims, in_channels, skip_channels, kernel_size=1, conv_only=True, bias=True)
+            self.project = Convolution(
+                spatial_dims, in_channels, skip_channels, kernel_size=1, conv_only=True, bias=True
+            )
             width = skip_channels
         self.up: Optional[nn.Module] = None
         if upsample == "deconv":
             self.up = UpSample(
-                spatial_dims, width, out_channels, scale_factor=tuple(scale), kernel_size=deconv_kernel_size, mode="deconv"
+                spatial_dims,
+                width,
+                out_channels,
+                scale_factor=tuple(scale),
+                kernel_size=deconv_kernel_size,
+                mode="deconv",
             )
             width = out_channels
         self.up_conv: Optional[nn.Module] = None

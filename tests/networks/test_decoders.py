@@ -127,6 +127,8 @@ def test_layout_mismatches_raise_with_expected_and_received_values():
     ("efficientnet", {"variant": "b0"}),
     ("resnet", {"variant": "resnet18", "widen_factor": 0.125}),
     ("resnet", {"variant": "resnet18", "widen_factor": 0.125, "spatial_dims": 3}),
+    ("unet", {"features": (4, 8, 16)}),
+    ("unet", {"features": (4, 8), "spatial_dims": 3}),
 ])
 def test_registered_encoders_return_maps_at_their_reductions(family, kwargs):
     encoder = build_encoder(family, in_channels=1, **kwargs).eval()
@@ -139,5 +141,5 @@ def test_registered_encoders_return_maps_at_their_reductions(family, kwargs):
 
 
 def test_unknown_encoder_names_the_registered_ones():
-    with pytest.raises(ValueError, match=r"unknown encoder 'vgg'.*'convnext', 'efficientnet', 'resnet'"):
+    with pytest.raises(ValueError, match=r"unknown encoder 'vgg'.*'convnext', 'efficientnet', 'resnet', 'unet'"):
         build_encoder("vgg")

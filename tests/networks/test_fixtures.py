@@ -34,7 +34,9 @@ FAMILIES = {
 }
 
 
-def deterministic_state(shapes: dict[str, tuple[int, ...]], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def deterministic_state(
+    shapes: dict[str, tuple[int, ...]], reference: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Weights seeded by each key's name: fan-in scaled normal for conv/linear weights, near 1 for norm weights."""
     state = {}
     for name in sorted(shapes):

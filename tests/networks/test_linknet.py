@@ -86,7 +86,10 @@ def test_an_encoder_whose_first_map_is_at_stride_4_is_refused():
 
 @pytest.mark.parametrize("encoder", ["efficientnet-b0", "tiny-resnet"])
 def test_torchscript_script_round_trip(encoder):
-    net = (LinkNet(tiny_encoder()) if encoder == "tiny-resnet" else LinkNet("efficientnet", encoder_kwargs={"variant": "b0"})).eval()
+    if encoder == "tiny-resnet":
+        net = LinkNet(tiny_encoder()).eval()
+    else:
+        net = LinkNet("efficientnet", encoder_kwargs={"variant": "b0"}).eval()
     x = torch.rand(1, 1, 32, 64)
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(net), buffer)

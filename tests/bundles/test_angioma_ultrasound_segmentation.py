@@ -73,7 +73,7 @@ def test_loss_is_the_seeds_soft_dice_over_the_whole_batch():
     loss = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY).parser.get_parsed_content("loss")
     logits, target = torch.randn(3, 1, 8, 8), (torch.rand(3, 1, 8, 8) > 0.6).float()
     p = torch.sigmoid(logits)
-    seed = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)  # the rank-1 solution's calc_loss(bce_weight=0)
+    seed = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)  # the rank-1 calc_loss(bce_weight=0)
     torch.testing.assert_close(loss(logits, target), seed)
 
 

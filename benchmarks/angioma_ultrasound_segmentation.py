@@ -1,7 +1,7 @@
-"""Speed figures of the angioma_ultrasound_segmentation bundle (CCF BDCI 2021 rank 1).
+"""Speed figures of the angioma_ultrasound_segmentation bundle (CCF BDCI 2021 rank 1; see the bundle's docs/README.md).
 
 1. Parameters of ``networks.linknet.LinkNet`` (EfficientNet-B6 encoder, 1 grey channel, 1 logit): encoder /
-   decoder / head, reconciled with smp 0.1.0's 41,248,965, which also counts the EfficientNet classifier
+   decoder / head, reconciled with smp's 41,248,965, which also counts the EfficientNet classifier
    conv + BN that smp keeps but never runs and a 3-channel stem.
 2. Inference per image (batch 1, ``1 x S x S``, default 256 as the recipe) of the three configurations of the
    README ablation, each returning probabilities as the bundle's ``networks.ensemble.ProbabilityEnsemble``:
@@ -51,25 +51,29 @@ from transforms.angioma import angioma_inference_transforms, angioma_postprocess
 
 __all__ = ["add_arguments", "run"]
 
-RECIPE_SIZE = 256  # the rank-1 train.py: images resized to 256 x 256
-RECIPE_ENCODER = "efficientnet-b6"
+RECIPE_SIZE = 256  # the rank-1 solution resizes images to 256 x 256
+RECIPE_ENCODER, RECIPE_ENCODER_KWARGS = "efficientnet", {"variant": "b6"}
 SMP_TOTAL = 41_248_965  # smp 0.1.0 Linknet(efficientnet-b6, in_channels=1, classes=1)
 SMP_UNUSED = 1_331_712  # smp keeps the EfficientNet-B6 _conv_head + _bn1 in its encoder, never run
 RGB_STEM_EXTRA = 56 * 2 * 3 * 3  # smp counts the stem conv for 3 channels
 #: ``--quick``: a tiny network so that a test runs the whole benchmark in seconds.
-QUICK_ENCODER, QUICK_ENCODER_KWARGS, QUICK_IMAGE_SIZE, QUICK_FOLDS = "resnet18", {"widen_factor": 0.25}, 64, 2
+QUICK_ENCODER, QUICK_ENCODER_KWARGS = "resnet", {"variant": "resnet18", "widen_factor": 0.25}
+QUICK_IMAGE_SIZE, QUICK_FOLDS = 64, 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of this benchmark (besides the script's common ones)."""
     parser.add_argument(
-        "--encoder", default=RECIPE_ENCODER, help=f"LinkNet encoder name (default {RECIPE_ENCODER}); ignored with --quick"
+        "--encoder",
+        default=RECIPE_ENCODER,
+        help=f"LinkNet encoder family of networks.encoders (default {RECIPE_ENCODER}); ignored with --quick",
     )
     parser.add_argument(
         "--encoder-kwargs",
         type=json.loads,
-        default={},
-        help='JSON keyword arguments of the encoder, e.g. \'{"widen_factor": 0.5}\' for the demo network',
+        default=RECIPE_ENCODER_KWARGS,
+        help='JSON keyword arguments of the encoder builder (default \'{"variant": "b6"}\'), e.g. '
+        '\'{"variant": "resnet18", "widen_factor": 0.5}\' for the demo network',
     )
     parser.add_argument(
         "--checkpoints",
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     setup.update(encoder=encoder, encoder_kwargs=encoder_kwargs, image_size=size, folds=folds, weights=weights)
     report.line(f"network: LinkNet, encoder {encoder} {encoder_kwargs or ''}; {folds} fold model(s); {weights}")
 
-    _parameters(models[0], report, reference=encoder == RECIPE_ENCODER and not encoder_kwargs)
+    _parameters(models[0], report, reference=encoder == RECIPE_ENCODER and encoder_kwargs == RECIPE_ENCODER_KWARGS)
 
     with tempfile.TemporaryDirectory(prefix="benchmark_angioma_") as tmp:
         generate(Path(tmp), cases=1, seed=args.seed, test_cases=0)
@@ -153,7 +157,7 @@ def _parameters(net: LinkNet, report: Report, reference: bool) -> None:
         smp = counts["total"] + SMP_UNUSED + RGB_STEM_EXTRA
         section["smp_total"] = smp
         report.line(
-            f"smp 0.1.0 Linknet-B6: {SMP_TOTAL:,} = this {counts['total']:,} + EfficientNet classifier conv + BN "
+            f"smp Linknet-B6: {SMP_TOTAL:,} = this {counts['total']:,} + EfficientNet classifier conv + BN "
             f"kept but never run by smp {SMP_UNUSED:,} + 3-channel stem {RGB_STEM_EXTRA:,} = {smp:,}"
             + ("" if smp == SMP_TOTAL else "  (MISMATCH)")
         )

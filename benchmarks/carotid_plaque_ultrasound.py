@@ -52,7 +52,7 @@ from data.synthetic.carotid_plaque_ultrasound import generate
 from engines.prepare_batch import PrepareBatchMultiTarget
 from losses.magnet import MagnetLoss
 from networks.checkpoint import load_weights
-from networks.convnext import CONVNEXT_VARIANTS
+from networks.encoders.convnext import CONVNEXT_VARIANTS
 from networks.magnet import MagnetNet, split_views_output
 from transforms.carotid import carotid_val_transforms
 
@@ -207,8 +207,8 @@ def _parameters(net: MagnetNet, report: Report, reference: bool) -> None:
     parts: dict[str, list[nn.Module]] = {
         "encoder": [net.encoder],
         "extra_stem": [net.extra_stem],
-        "decoder_long": [net.decoder_long],
-        "decoder_trans": [net.decoder_trans],
+        "decoder_long": [net.decoder_long, net.head_long],
+        "decoder_trans": [net.decoder_trans, net.head_trans],
         "head": [net.morph_proj, net.cls_head],
     }
     counts = {name: sum(count_parameters(m) for m in modules) for name, modules in parts.items()}
@@ -219,8 +219,8 @@ def _parameters(net: MagnetNet, report: Report, reference: bool) -> None:
     labels = {
         "encoder": "encoder (ConvNeXt, shared by both views)",
         "extra_stem": "extra stem (H/2 skip)",
-        "decoder_long": "decoder, longitudinal view",
-        "decoder_trans": "decoder, transverse view",
+        "decoder_long": "decoder + 1x1 head, longitudinal view",
+        "decoder_trans": "decoder + 1x1 head, transverse view",
         "head": "risk head (morphology projection + MLP)",
         "total": "total",
     }

@@ -17,6 +17,7 @@ __all__ = [
     "load_pretrained_encoder",
     "load_weights",
     "read_state_dict",
+    "rename_keys_on_load",
     "unwrap_state_dict",
 ]
 
@@ -136,13 +137,15 @@ def load_weights(network: nn.Module, path: str | Path, key: str | None = None) -
 
 
 def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt a pretrained first-conv weight ``(O, I, kh, kw)`` to ``in_channels`` like timm's ``adapt_input_conv``.
+    """Adapt a pretrained first-conv weight to ``in_channels`` like timm's ``adapt_input_conv``.
 
-    One channel: the sum over the input channels (a grey image seen as R = G = B gives the same response).
+    The weight is ``(O, I, kh, kw)`` (2-D stem) or ``(O, I, kt, kh, kw)`` (3-D stem of a video backbone, e.g.
+    mmaction2's ir-CSN). One channel: the sum over the input channels (a grey image seen as R = G = B gives the
+    same response).
     Other counts (from a 3-channel weight): the RGB kernels repeated cyclically and scaled by ``3 / in_channels``.
     """
-    if weight.ndim != 4:
-        raise ValueError(f"expected a 4-D conv weight, got shape {tuple(weight.shape)}")
+    if weight.ndim not in (4, 5):
+        raise ValueError(f"expected a 4-D or 5-D conv weight, got shape {tuple(weight.shape)}")
     source = weight.shape[1]
     if in_channels == source:
         return weight
@@ -152,7 +155,7 @@ def adapt_input_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Ten
         weight = weight.sum(dim=1, keepdim=True)
     elif source == 3:
         repeat = math.ceil(in_channels / 3)
-        weight = weight.repeat(1, repeat, 1, 1)[:, :in_channels] * (3.0 / in_channels)
+        weight = weight.repeat(1, repeat, *([1] * (weight.ndim - 2)))[:, :in_channels] * (3.0 / in_channels)
     else:
         raise ValueError(f"cannot adapt a {source}-channel input conv to {in_channels} channels (needs 3 or 1)")
     return weight.to(dtype)
@@ -179,7 +182,7 @@ def load_pretrained_encoder(
         state = remap(state)
     expected = encoder.state_dict()
     stem_key = next(iter(expected))
-    if stem_key in state and state[stem_key].ndim == 4 and state[stem_key].shape != expected[stem_key].shape:
+    if stem_key in state and state[stem_key].ndim in (4, 5) and state[stem_key].shape != expected[stem_key].shape:
         try:
             state[stem_key] = adapt_input_conv_weight(state[stem_key], expected[stem_key].shape[1])
         except ValueError as err:
@@ -199,3 +202,23 @@ def load_pretrained_encoder(
     if problems:
         raise ValueError(f"encoder weights {path} do not fit {type(encoder).__name__}: " + "; ".join(problems))
     encoder.load_state_dict(state, strict=True)
+
+
+def rename_keys_on_load(module: nn.Module, renames: Mapping[str, str]) -> None:
+    """Make ``module.load_state_dict`` accept checkpoints written before a module was renamed.
+
+    ``renames`` maps old key prefixes (relative to ``module``) to new ones, e.g. ``{"decoder_long.head.":
+    "head_long."}``; keys of an old checkpoint are renamed before loading, whatever loads them
+    (:func:`load_weights`, MONAI's ``CheckpointLoader``, the fold ensembles), and wherever ``module`` sits in a
+    bigger model. New checkpoints are written with the new names only.
+    """
+    renames = dict(renames)
+
+    def rename(_module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
+        for key in list(state_dict):
+            for old, new in renames.items():
+                if key.startswith(prefix + old):
+                    state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+                    break
+
+    module.register_load_state_dict_pre_hook(rename)

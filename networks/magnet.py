@@ -1,10 +1,19 @@
 """MAGNET (CSV 2026, 4th place): two-view carotid plaque segmentation + morphology-guided risk classification.
 
-Rebuilt from lyyek/CSV2026 (models/convnext_unet.py): one ConvNeXt encoder shared by the longitudinal and transverse
-views, an extra stride-2 stem for an H/2 skip, one UNet decoder per view, and a classification head fed by
-both views (plaque-weighted pooling of the bottleneck + 10 parameter-free morphology features of the detached
-segmentation). Unlike the original, the extra stem is trained (its freeze rule there left it at random init,
-its train.py); ``handlers.freeze.FreezeForEpochs`` on ``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
+MAGNET (lyyek/CSV2026, models/convnext_unet.py) rebuilt in native PyTorch from the pieces of :mod:`networks.encoders` and :mod:`networks.decoders`: one ConvNeXt
+encoder (registry family ``"convnext"``) shared by the longitudinal and transverse views, an extra stride-2 stem
+for an H/2 skip (ConvNeXt's first map is at H/4), one :class:`~networks.decoders.unet.UNetDecoder` + 1x1 conv head
+per view, and a classification head fed by both views (plaque-weighted pooling of the bottleneck + 10
+parameter-free morphology features of the detached segmentation). Unlike the original, the extra stem is trained
+(its freeze rule there left it at random init, see the bundle's docs); ``handlers.freeze.FreezeForEpochs`` on
+``MagnetNet.encoder`` freezes exactly the ConvNeXt encoder.
+
+Not a :class:`networks.segmentation.SegmentationModel`: two decoders share one encoder pass, the extra stem runs
+per view (it has BatchNorm), and the risk head reads both views.
+
+Checkpoints written before the decoders moved to :mod:`networks.decoders` name the heads
+``decoder_long.head.*`` / ``decoder_trans.head.*``; they load unchanged (renamed to ``head_long.*`` /
+``head_trans.*`` on load by :func:`networks.checkpoint.rename_keys_on_load`).
 
 I/O contract (CONTRIBUTING.md): ``forward(x: (B, 2, H, W)) -> (B, 2 * num_classes + 1, H, W)`` with channels
 ``[0:C]`` long-view logits, ``[C:2C]`` transverse-view logits and ``2C`` the risk logit broadcast over H, W;
@@ -20,8 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from networks.convnext import ConvNeXtEncoder, load_timm_convnext_weights
-from networks.unet_decoder import UNetDecoder
+from networks.checkpoint import rename_keys_on_load
+from networks.decoders.unet import UNetDecoder
+from networks.encoders import build_encoder, load_encoder_weights
 
 __all__ = [
     "MagnetNet",
@@ -136,7 +146,7 @@ class MagnetNet(nn.Module):
         cls_hidden: hidden widths of the classification MLP (each Linear -> LayerNorm -> ReLU -> Dropout).
         cls_dropout: dropout of the classification MLP.
         pretrained_path: local timm ConvNeXt checkpoint loaded into the encoder (stem adapted to ``in_channels``
-            by :func:`networks.convnext.load_timm_convnext_weights`); random init when ``None``.
+            by :func:`networks.encoders.load_encoder_weights`); random init when ``None``.
     """
 
     def __init__(
@@ -166,19 +176,30 @@ class MagnetNet(nn.Module):
         self.plaque_index = plaque_index
         self.plaque_gate_alpha = float(plaque_gate_alpha)
 
-        self.encoder = ConvNeXtEncoder(
-            in_channels=in_channels, depths=depths, dims=dims, conv_mlp=conv_mlp, drop_path_rate=drop_path_rate
+        self.encoder = build_encoder(
+            "convnext",
+            in_channels=in_channels,
+            depths=depths,
+            dims=dims,
+            conv_mlp=conv_mlp,
+            drop_path_rate=drop_path_rate,
         )
         if pretrained_path is not None:
-            load_timm_convnext_weights(self.encoder, pretrained_path)
+            load_encoder_weights(self.encoder, pretrained_path)
         self.extra_stem = nn.Sequential(
             nn.Conv2d(in_channels, dims[0], kernel_size=3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(dims[0]),
             nn.ReLU(inplace=True),
         )
-        skip_channels = (dims[0], *dims)
-        self.decoder_long = UNetDecoder(skip_channels, num_classes)
-        self.decoder_trans = UNetDecoder(skip_channels, num_classes)
+        skip_channels = (dims[0], *self.encoder.out_channels)
+        skip_reductions = ((2, 2), *self.encoder.reductions)
+        # MAGNET: each stage's width is the next-shallower skip's, the last max(32, dims[0] // 2)
+        decoder_channels = (*skip_channels[1:-1][::-1], max(32, dims[0] // 2))
+        self.decoder_long = UNetDecoder(skip_channels, skip_reductions, decoder_channels)
+        self.decoder_trans = UNetDecoder(skip_channels, skip_reductions, decoder_channels)
+        self.head_long = nn.Conv2d(decoder_channels[-1], num_classes, kernel_size=1)
+        self.head_trans = nn.Conv2d(decoder_channels[-1], num_classes, kernel_size=1)
+        rename_keys_on_load(self, {"decoder_long.head.": "head_long.", "decoder_trans.head.": "head_trans."})
 
         self.morphology = MorphologyFeatures(plaque_index, vessel_index)
         self.morph_proj = nn.Sequential(
@@ -209,10 +230,13 @@ class MagnetNet(nn.Module):
         skips_long = [self.extra_stem(x_long)] + [f[:batch] for f in feats]
         skips_trans = [self.extra_stem(x_trans)] + [f[batch:] for f in feats]
         seg_long = F.interpolate(
-            self.decoder_long(skips_long), size=(height, width), mode="bilinear", align_corners=False
+            self.head_long(self.decoder_long(skips_long)), size=(height, width), mode="bilinear", align_corners=False
         )
         seg_trans = F.interpolate(
-            self.decoder_trans(skips_trans), size=(height, width), mode="bilinear", align_corners=False
+            self.head_trans(self.decoder_trans(skips_trans)),
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
         )
         emb_long = plaque_weighted_pool(skips_long[-1], seg_long, self.plaque_index, self.plaque_gate_alpha)
         emb_trans = plaque_weighted_pool(skips_trans[-1], seg_trans, self.plaque_index, self.plaque_gate_alpha)

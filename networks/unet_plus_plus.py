@@ -43,6 +43,16 @@ dilated module or the detection head, and returns a list of un-averaged heads in
 blocks do fit, so this module is assembled from them: :class:`monai.networks.nets.basic_unet.TwoConv` (Conv + BN +
 ReLU, or Conv + ReLU without ``norm``), :class:`monai.networks.blocks.UpSample` (``kernel_size=4`` gives exactly the
 reference's ConvTranspose 4x4 / stride 2 / padding 1) and :class:`monai.networks.blocks.Convolution` (dilated convs).
+
+Shared pieces: both networks use the registered plain encoder (:class:`networks.encoders.unet.UNetEncoder`);
+:class:`UNet` is a :class:`networks.segmentation.SegmentationModel` with the
+:class:`networks.decoders.unet.UNetDecoder` (deconv 4x4 upsampling, no norm). UNet++ keeps its own decoder: its
+nodes X_ij read every earlier node of their level (X_i0 .. X_i,j-1), a grid rather than the chain of one
+block per skip that the UNet decoder is, and deep supervision reads four of those nodes.
+
+Checkpoints written before these pieces existed (``enc.{i}``, ``up3`` .. ``up0`` in UNet; ``conv00`` .. ``conv40``
+in UNet++) load unchanged: the old names are mapped on load (:func:`networks.checkpoint.rename_keys_on_load`,
+mappings :data:`UNET_RENAMES`, :data:`UNET_PLUS_PLUS_RENAMES`).
 """
 
 from __future__ import annotations
@@ -55,7 +65,14 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution, UpSample
 from monai.networks.nets.basic_unet import TwoConv
 
+from networks.checkpoint import rename_keys_on_load
+from networks.decoders.unet import UNetDecoder
+from networks.encoders import build_encoder
+from networks.segmentation import SegmentationModel
+
 __all__ = [
+    "UNET_PLUS_PLUS_RENAMES",
+    "UNET_RENAMES",
     "DetectionHead",
     "DilatedBottleneck",
     "NestedUp",
@@ -68,10 +85,19 @@ __all__ = [
 
 _RELU = ("relu", {"inplace": True})
 
+#: checkpoint key prefixes of :class:`UNet` before it was a SegmentationModel -> today's
+UNET_RENAMES: dict[str, str] = {
+    "enc.": "encoder.blocks.",
+    **{f"up{level}.up.": f"decoder.blocks.{3 - level}.up." for level in range(4)},
+    **{f"up{level}.conv.": f"decoder.blocks.{3 - level}.convs." for level in range(4)},
+}
+#: checkpoint key prefixes of :class:`UNetPlusPlus` before it used the registered encoder -> today's
+UNET_PLUS_PLUS_RENAMES: dict[str, str] = {f"conv{level}0.": f"encoder.blocks.{level}." for level in range(5)}
 
-def _encoder_block(in_channels: int, out_channels: int) -> TwoConv:
-    """2 x (Conv3x3 + BatchNorm + ReLU), the reference's ``unetConv2(is_batchnorm=True)``."""
-    return TwoConv(2, in_channels, out_channels, act=_RELU, norm="batch", bias=True)
+
+def _unet_encoder(in_channels: int, features: Sequence[int]) -> nn.Module:
+    """2 x (Conv3x3 + BatchNorm + ReLU) per level, the reference's ``unetConv2(is_batchnorm=True)``."""
+    return build_encoder("unet", in_channels=in_channels, features=features, act=_RELU)
 
 
 def _check_features(features: Sequence[int]) -> tuple[int, int, int, int, int]:
@@ -176,8 +202,11 @@ def seg_det_probabilities(out: torch.Tensor, num_classes: int = 4) -> torch.Tens
     return torch.cat([seg, torch.sigmoid(out[:, num_classes:].float())], dim=1)
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """The reference's plain UNet (2.47 M parameters with the defaults) with the optional detection head.
+
+    A :class:`~networks.segmentation.SegmentationModel`: the plain encoder, the UNet decoder with 4x4 transposed
+    convs and Conv3x3 + ReLU without norm, a 1x1 head; :meth:`decode` adds the detection head on the deepest map.
 
     Args:
         in_channels: input channels (3 for the 2.5D stack of slices i-1, i, i+1).
@@ -198,33 +227,30 @@ class UNet(nn.Module):
         num_det_classes: int = 3,
         det_dropout: float = 0.5,
     ) -> None:
-        super().__init__()
         f = _check_features(features)
+        encoder = _unet_encoder(in_channels, f)
+        decoder = UNetDecoder(
+            f,
+            encoder.reductions,
+            decoder_channels=f[3::-1],
+            upsample="deconv",
+            deconv_kernel_size=4,
+            norm=None,
+            act=_RELU,
+            bias=True,
+        )
+        super().__init__(encoder, decoder, nn.Conv2d(f[0], num_classes, kernel_size=1))
         self.num_classes = num_classes
-        self.pool = nn.MaxPool2d(2)
-        self.enc = nn.ModuleList(_encoder_block(c_in, c_out) for c_in, c_out in zip((in_channels,) + f[:4], f))
-        self.up3 = NestedUp(f[4], f[3])
-        self.up2 = NestedUp(f[3], f[2])
-        self.up1 = NestedUp(f[2], f[1])
-        self.up0 = NestedUp(f[1], f[0])
-        self.head = nn.Conv2d(f[0], num_classes, kernel_size=1)
         self.det = DetectionHead(f[4], num_det_classes, det_dropout) if num_det_classes > 0 else None
         _init_weights(self)
+        rename_keys_on_load(self, UNET_RENAMES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips: list[torch.Tensor] = []
-        for i, block in enumerate(self.enc):
-            x = block(x if i == 0 else self.pool(x))
-            skips.append(x)
-        bottleneck = skips[4]
-        x = self.up3(bottleneck, [skips[3]])
-        x = self.up2(x, [skips[2]])
-        x = self.up1(x, [skips[1]])
-        x = self.up0(x, [skips[0]])
-        seg = self.head(x)
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Packed segmentation (+ detection from the deepest map) logits from the encoder's ``features``."""
+        seg = self.head(self.decoder(features))
         if self.det is None:
             return seg
-        return pack_seg_det_output(seg, self.det(bottleneck))
+        return pack_seg_det_output(seg, self.det(features[-1]))
 
 
 class UNetPlusPlus(nn.Module):
@@ -258,12 +284,7 @@ class UNetPlusPlus(nn.Module):
         f = _check_features(features)
         self.num_classes = num_classes
         self.deep_supervision = deep_supervision
-        self.pool = nn.MaxPool2d(2)
-        self.conv00 = _encoder_block(in_channels, f[0])
-        self.conv10 = _encoder_block(f[0], f[1])
-        self.conv20 = _encoder_block(f[1], f[2])
-        self.conv30 = _encoder_block(f[2], f[3])
-        self.conv40 = _encoder_block(f[3], f[4])
+        self.encoder = _unet_encoder(in_channels, f)
         self.dilation = DilatedBottleneck(f[4]) if dilated else None
         # node X_ij (level i, column j) upsamples X_{i+1, j-1} and concatenates X_i0 .. X_i,j-1
         self.up01 = NestedUp(f[1], f[0], 1)
@@ -280,13 +301,11 @@ class UNetPlusPlus(nn.Module):
         self.heads = nn.ModuleList(nn.Conv2d(f[0], num_classes, kernel_size=1) for _ in range(n_heads))
         self.det = DetectionHead(f[4], num_det_classes, det_dropout) if num_det_classes > 0 else None
         _init_weights(self)
+        rename_keys_on_load(self, UNET_PLUS_PLUS_RENAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x00 = self.conv00(x)
-        x10 = self.conv10(self.pool(x00))
-        x20 = self.conv20(self.pool(x10))
-        x30 = self.conv30(self.pool(x20))
-        x40 = self.conv40(self.pool(x30))
+        features = self.encoder(x)
+        x00, x10, x20, x30, x40 = features[0], features[1], features[2], features[3], features[4]
         if self.dilation is not None:
             x40 = self.dilation(x40)
         x01 = self.up01(x10, [x00])

@@ -1,6 +1,7 @@
 """Feature encoders behind one contract and one registry (:mod:`networks.encoders.base`).
 
-Importing this package registers every encoder family; add a new family as a module here and import it below.
+Importing this package registers every encoder family; add a new family as a module here and import it below
+(one line per family, so that families added on different branches merge without conflicts).
 """
 
 from networks.encoders.base import (
@@ -11,6 +12,6 @@ from networks.encoders.base import (
     load_encoder_weights,
     register_encoder,
 )
-from networks.encoders import csn, pvt_v2, resnet_d  # noqa: F401  (importing a family registers it)
+from networks.encoders import convnext, csn, efficientnet, pvt_v2, resnet, resnet_d, unet  # noqa: F401  (importing registers)
 
 __all__ = ["ENCODERS", "FeatureEncoder", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

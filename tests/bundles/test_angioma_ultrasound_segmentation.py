@@ -27,7 +27,7 @@ TRAIN = [str(CONFIGS / "train.json")]
 INFERENCE = [str(CONFIGS / "inference.json")]
 EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]
 # a CPU-test-sized network; everything else is the bundle's own configuration
-NET = {"image_size": 64, "encoder": "resnet18", "encoder_kwargs": {"widen_factor": 0.25}}
+NET = {"image_size": 64, "encoder": "resnet", "encoder_kwargs": {"variant": "resnet18", "widen_factor": 0.25}}
 TINY = {**NET, "num_workers": 0, "batch_size": 4, "val_batch_size": 4}
 FOLDS = [0, 1]
 
@@ -73,7 +73,7 @@ def test_loss_is_the_seeds_soft_dice_over_the_whole_batch():
     loss = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY).parser.get_parsed_content("loss")
     logits, target = torch.randn(3, 1, 8, 8), (torch.rand(3, 1, 8, 8) > 0.6).float()
     p = torch.sigmoid(logits)
-    seed = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)  # calc_loss(bce_weight=0), RECIPES 2.2
+    seed = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)  # the rank-1 calc_loss(bce_weight=0)
     torch.testing.assert_close(loss(logits, target), seed)
 
 

@@ -95,7 +95,7 @@ def test_unet_config_switches_network_loss_schedule_and_batch():
 def test_training_keeps_the_best_cube_dice_model_and_a_resumable_checkpoint(trained):
     for name, epochs in (("unet_plus_plus", 2), ("unet", 1)):
         best = torch.load(trained[name] / "models" / "model.pt", weights_only=True)
-        assert "conv00.conv_0.conv.weight" in best or "enc.0.conv_0.conv.weight" in best
+        assert "encoder.blocks.0.conv_0.conv.weight" in best
         latest = torch.load(trained[name] / "checkpoints" / "latest.pt", weights_only=True)
         assert {"trainer", "network", "optimizer", "lr_scheduler"} <= set(latest)
         assert _epochs_done(trained[name]) == epochs

@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from networks.checkpoint import average_checkpoints, load_pretrained_encoder, load_weights, read_state_dict
+from networks.checkpoint import (
+    adapt_input_conv_weight,
+    average_checkpoints,
+    load_pretrained_encoder,
+    load_weights,
+    read_state_dict,
+    rename_keys_on_load,
+)
 
 
 def test_load_weights_reads_our_and_monai_checkpoint_layouts(tmp_path):
@@ -72,3 +79,28 @@ def test_average_checkpoints_names_both_files_on_a_mismatch(tmp_path):
         average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"])
     with pytest.raises(ValueError, match="at least one"):
         average_checkpoints([])
+def test_video_backbone_5d_stem_is_adapted_like_a_2d_one(tmp_path):
+    weight = torch.randn(4, 3, 3, 7, 7)  # (O, I, kt, kh, kw): mmaction2 ir-CSN stem
+    torch.testing.assert_close(adapt_input_conv_weight(weight, 1), weight.sum(dim=1, keepdim=True))
+    torch.testing.assert_close(adapt_input_conv_weight(weight, 4), torch.cat([weight, weight[:, :1]], 1) * 0.75)
+    with pytest.raises(ValueError, match="4-D or 5-D"):
+        adapt_input_conv_weight(torch.zeros(4, 3, 3), 1)
+    rgb = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.Conv3d(4, 4, 1))
+    torch.save(rgb.state_dict(), tmp_path / "csn.pth")
+    grey = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.Conv3d(4, 4, 1))
+    load_pretrained_encoder(grey, tmp_path / "csn.pth")
+    torch.testing.assert_close(grey[0].weight, rgb[0].weight.sum(dim=1, keepdim=True))
+
+
+def test_renamed_keys_of_old_checkpoints_load_wherever_the_module_sits():
+    class Renamed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head_long = torch.nn.Linear(2, 2)
+            rename_keys_on_load(self, {"decoder_long.head.": "head_long."})
+
+    old = {"decoder_long.head.weight": torch.ones(2, 2), "decoder_long.head.bias": torch.zeros(2)}
+    outer = torch.nn.Sequential(Renamed())
+    outer.load_state_dict({f"0.{k}": v for k, v in old.items()})
+    torch.testing.assert_close(outer[0].head_long.weight, torch.ones(2, 2))
+    assert set(outer.state_dict()) == {"0.head_long.weight", "0.head_long.bias"}

@@ -8,12 +8,8 @@ import pytest
 import torch
 
 from networks.checkpoint import adapt_input_conv_weight
-from networks.convnext import (
-    CONVNEXT_VARIANTS,
-    ConvNeXtEncoder,
-    convnext_encoder,
-    load_timm_convnext_weights,
-)
+from networks.encoders import build_encoder, load_encoder_weights
+from networks.encoders.convnext import CONVNEXT_VARIANTS, ConvNeXtEncoder, convnext_encoder
 
 TINY = {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64)}
 
@@ -38,6 +34,8 @@ def test_nano_parameter_count_matches_timm() -> None:
     encoder = convnext_encoder("nano")
     assert sum(p.numel() for p in encoder.parameters()) == pytest.approx(14_951_280, rel=0.01)
     assert encoder.out_channels == (80, 160, 320, 640)
+    assert encoder.reductions == ((4, 4), (8, 8), (16, 16), (32, 32)) and encoder.spatial_dims == 2
+    assert build_encoder("convnext", variant="nano").state_dict().keys() == encoder.state_dict().keys()
 
 
 @pytest.mark.parametrize("in_channels", [1, 3, 5])
@@ -89,7 +87,7 @@ def test_load_into_one_channel_encoder_sums_rgb_stem(tmp_path: Path) -> None:
     rgb = ConvNeXtEncoder(in_channels=3, **TINY).eval()
     path = _fake_timm_checkpoint(tmp_path / "convnext.pth", rgb)
     grey = ConvNeXtEncoder(in_channels=1, **TINY).eval()
-    load_timm_convnext_weights(grey, path)
+    load_encoder_weights(grey, path)
 
     torch.testing.assert_close(grey.stem[0].weight, rgb.stem[0].weight.sum(dim=1, keepdim=True))
     torch.testing.assert_close(grey.stages[2].blocks[0].mlp.fc1.weight, rgb.stages[2].blocks[0].mlp.fc1.weight)
@@ -104,7 +102,7 @@ def test_load_plain_or_model_wrapped_state_dict(tmp_path: Path, wrapper: str | N
     source = ConvNeXtEncoder(in_channels=3, **TINY)
     path = _fake_timm_checkpoint(tmp_path / "convnext.pth", source, wrapper=wrapper)
     target = ConvNeXtEncoder(in_channels=3, **TINY)
-    load_timm_convnext_weights(target, str(path))
+    load_encoder_weights(target, str(path))
     for key, value in source.state_dict().items():
         torch.testing.assert_close(target.state_dict()[key], value)
 
@@ -124,16 +122,16 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing_key.pth"
     torch.save(state, missing)
     with pytest.raises(ValueError, match=r"missing_key\.pth.*stages\.1\.downsample\.1\.weight"):
-        load_timm_convnext_weights(ConvNeXtEncoder(**TINY), missing)
+        load_encoder_weights(ConvNeXtEncoder(**TINY), missing)
 
     other = _fake_timm_checkpoint(tmp_path / "wider.pth", ConvNeXtEncoder(depths=(1, 1, 1, 1), dims=(8, 16, 32, 48)))
     with pytest.raises(ValueError, match=r"wider\.pth.*shape mismatch"):
-        load_timm_convnext_weights(ConvNeXtEncoder(**TINY), other)
+        load_encoder_weights(ConvNeXtEncoder(**TINY), other)
 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"garbage\.pth"):
-        load_timm_convnext_weights(ConvNeXtEncoder(**TINY), garbage)
+        load_encoder_weights(ConvNeXtEncoder(**TINY), garbage)
 
     with pytest.raises(FileNotFoundError, match=r"absent\.pth"):
-        load_timm_convnext_weights(ConvNeXtEncoder(**TINY), tmp_path / "absent.pth")
+        load_encoder_weights(ConvNeXtEncoder(**TINY), tmp_path / "absent.pth")

@@ -6,7 +6,8 @@ import re
 
 import torch
 
-from networks.efficientnet import EfficientNetSkipEncoder, lukemelas_to_monai_efficientnet_keys
+from networks.encoders import build_encoder
+from networks.encoders.efficientnet import EfficientNetSkipEncoder, lukemelas_to_monai_efficientnet_keys
 
 
 def test_b0_returns_the_stem_and_four_stage_outputs_at_strides_2_to_32():
@@ -16,6 +17,7 @@ def test_b0_returns_the_stem_and_four_stage_outputs_at_strides_2_to_32():
         features = encoder(x)
         stem = encoder._swish(encoder._bn0(encoder._conv_stem(encoder._conv_stem_padding(x))))
     assert encoder.out_channels == (32, 24, 40, 112, 320)
+    assert encoder.reductions == ((2, 2), (4, 4), (8, 8), (16, 16), (32, 32))
     assert [tuple(f.shape[1:]) for f in features] == [
         (c, 32 // s, 64 // s) for c, s in zip(encoder.out_channels, (2, 4, 8, 16, 32))
     ]
@@ -24,9 +26,9 @@ def test_b0_returns_the_stem_and_four_stage_outputs_at_strides_2_to_32():
 
 
 def test_b6_has_the_recipe_skips_and_only_parameters_that_are_used():
-    encoder = EfficientNetSkipEncoder("efficientnet-b6", in_channels=1)
+    encoder = build_encoder("efficientnet", variant="b6", in_channels=1)
     assert encoder.out_channels == (56, 40, 72, 200, 576)
-    # RECIPES 2.1: smp encoder 40.7 M of which 39.4 M used; the 1-channel stem is 1,008 smaller than the RGB one
+    # smp 0.1.0: encoder 40.7 M of which 39.4 M used; the 1-channel stem is 1,008 smaller than the RGB one
     assert sum(p.numel() for p in encoder.parameters()) == 39_402_984
     assert not any(k.startswith(("_conv_head", "_bn1.", "_fc")) for k in encoder.state_dict())
 

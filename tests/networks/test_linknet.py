@@ -8,7 +8,10 @@ import pytest
 import torch
 from monai.networks.nets import EfficientNetBNFeatures
 
-from networks.linknet import LinkNet, LinkNetDecoder, ResNetSkipEncoder, load_encoder_weights
+from networks.decoders import LinkNetDecoder
+from networks.encoders import build_encoder, load_encoder_weights
+from networks.encoders.resnet import ResNetSkipEncoder
+from networks.linknet import LinkNet
 
 
 def tiny_encoder() -> ResNetSkipEncoder:
@@ -27,7 +30,7 @@ def linknet_b6() -> LinkNet:
 def test_b6_decoder_follows_the_recipe_channel_path(linknet_b6):
     path = [(b.reduce.conv.in_channels, b.expand.conv.out_channels) for b in linknet_b6.decoder.blocks]
     assert path == [(576, 200), (200, 72), (72, 40), (40, 56), (56, 32)]
-    assert n_params(linknet_b6.decoder) == 513_228  # RECIPES 6, smp's figure
+    assert n_params(linknet_b6.decoder) == 513_228  # smp's figure
     assert n_params(linknet_b6.head) == 33
 
 
@@ -49,28 +52,44 @@ def test_forward_keeps_the_input_size_and_rejects_sizes_not_divisible_by_32():
 
 
 def test_named_efficientnet_b0_and_resnet34_encoders():
-    b0 = LinkNet("efficientnet-b0").eval()
+    b0 = LinkNet("efficientnet", encoder_kwargs={"variant": "b0"}).eval()
     assert b0(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
-    r34 = LinkNet("resnet34")
+    r34 = LinkNet("resnet", encoder_kwargs={"variant": "resnet34"})
     assert r34.encoder.out_channels == (64, 64, 128, 256, 512)
     keys = set(r34.encoder.state_dict())  # torchvision names, ImageNet layout ("B" shortcuts, no fc)
     assert {"conv1.weight", "bn1.running_var", "layer1.2.conv2.weight", "layer2.0.downsample.0.weight"} <= keys
     assert not any(k.startswith("fc.") for k in keys)
     with pytest.raises(ValueError, match="unknown encoder"):
         LinkNet("vgg16")
+    with pytest.raises(ValueError, match="unknown ResNet variant"):
+        LinkNet("resnet", encoder_kwargs={"variant": "resnet101"})
 
 
 def test_generic_decoder_on_any_encoder_channels():
-    decoder = LinkNetDecoder([8, 16, 24], out_channels=4)
+    decoder = LinkNetDecoder([8, 16, 24], [(2, 2), (4, 4), (8, 8)], out_channels=4)
     features = [torch.rand(1, c, 32 // s, 32 // s) for c, s in zip((8, 16, 24), (2, 4, 8))]
     assert decoder(features).shape == (1, 4, 32, 32)
-    with pytest.raises(ValueError, match="give encoder_channels"):
+    with pytest.raises(ValueError, match="expects 3 encoder maps, got 2"):
+        decoder(features[1:])
+    with pytest.raises(ValueError, match="encoder map 1: the decoder expects 16 channels, got 8"):
+        decoder([features[0], features[0], features[2]])
+    with pytest.raises(TypeError, match="does not follow the encoder contract"):
         LinkNet(torch.nn.Identity())
+
+
+def test_an_encoder_whose_first_map_is_at_stride_4_is_refused():
+    # the silent failure: LinkNet on ConvNeXt returned a half-sized map
+    atto = build_encoder("convnext", variant="atto", in_channels=1, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+    with pytest.raises(ValueError, match=r"strides \(\(2, 2\), \(4, 4\).*got \(\(4, 4\), \(8, 8\)"):
+        LinkNet(atto)
 
 
 @pytest.mark.parametrize("encoder", ["efficientnet-b0", "tiny-resnet"])
 def test_torchscript_script_round_trip(encoder):
-    net = LinkNet(tiny_encoder() if encoder == "tiny-resnet" else encoder).eval()
+    if encoder == "tiny-resnet":
+        net = LinkNet(tiny_encoder()).eval()
+    else:
+        net = LinkNet("efficientnet", encoder_kwargs={"variant": "b0"}).eval()
     x = torch.rand(1, 1, 32, 64)
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(net), buffer)
@@ -80,7 +99,7 @@ def test_torchscript_script_round_trip(encoder):
 
 
 def test_local_pretrained_efficientnet_weights_in_lukemelas_naming(tmp_path):
-    source = LinkNet("efficientnet-b0").encoder
+    source = LinkNet("efficientnet", encoder_kwargs={"variant": "b0"}).encoder
     state = {}
     for key, value in source.state_dict().items():  # lukemelas / smp naming, RGB stem, with the classifier
         parts = key.split(".")
@@ -89,7 +108,7 @@ def test_local_pretrained_efficientnet_weights_in_lukemelas_naming(tmp_path):
     state["_fc.weight"] = torch.zeros(1000, 1280)
     path = tmp_path / "efficientnet-b0.pth"
     torch.save(state, path)
-    net = LinkNet("efficientnet-b0", pretrained_path=path)
+    net = LinkNet("efficientnet", encoder_kwargs={"variant": "b0"}, pretrained_path=path)
     torch.testing.assert_close(net.encoder._conv_stem.weight, source._conv_stem.weight)  # RGB summed to grey
     loaded, original = net.encoder._blocks[3][1], source._blocks[3][1]  # stage 3, its second block
     torch.testing.assert_close(loaded._project_conv.weight, original._project_conv.weight)
@@ -98,7 +117,7 @@ def test_local_pretrained_efficientnet_weights_in_lukemelas_naming(tmp_path):
 def test_pretrained_weights_that_do_not_fit_name_the_file(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save({"state_dict": tiny_encoder().state_dict()}, path)
-    encoder = LinkNet("efficientnet-b0").encoder
+    encoder = LinkNet("efficientnet", encoder_kwargs={"variant": "b0"}).encoder
     with pytest.raises(ValueError, match=r"resnet\.pth.*missing keys"):
         load_encoder_weights(encoder, path)
     with pytest.raises(FileNotFoundError, match="absent.pth"):
@@ -115,7 +134,7 @@ def test_torchvision_named_resnet_weights_load(tmp_path):
 
 
 def test_named_encoder_takes_keyword_arguments_from_a_config():
-    narrow = LinkNet("resnet18", encoder_kwargs={"widen_factor": 0.25})
+    narrow = LinkNet("resnet", encoder_kwargs={"variant": "resnet18", "widen_factor": 0.25})
     assert narrow.encoder.out_channels == (16, 16, 32, 64, 128)
     assert narrow.eval()(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
     with pytest.raises(ValueError, match="named encoder only"):

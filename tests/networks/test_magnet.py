@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from networks.convnext import ConvNeXtEncoder
+from networks.encoders.convnext import ConvNeXtEncoder
 from networks.magnet import (
     MagnetNet,
     MorphologyFeatures,
@@ -59,11 +59,12 @@ def test_bad_shapes_raise() -> None:
 
 def test_nano_parameter_count() -> None:
     net = MagnetNet()
-    # RECIPES 1.2 parts: encoder 14.95 M (3-ch stem; the 1-ch stem has 2 * 80 * 16 fewer weights),
+    # the original MAGNET's parts: encoder 14.95 M (3-ch stem; the 1-ch stem has 2 * 80 * 16 fewer weights),
     # extra stem 0.9 k, two decoders of 4.91 M, classification head 0.85 M.
     expected = (14_951_280 - 2 * 80 * 16) + 880 + 2 * 4.91e6 + 0.85e6
     assert sum(p.numel() for p in net.parameters()) == pytest.approx(expected, rel=0.01)
-    assert sum(p.numel() for p in net.decoder_long.parameters()) == pytest.approx(4.91e6, rel=0.01)
+    decoder_long = sum(p.numel() for m in (net.decoder_long, net.head_long) for p in m.parameters())
+    assert decoder_long == pytest.approx(4.91e6, rel=0.01)
     assert sum(p.numel() for p in net.encoder.parameters()) == 14_951_280 - 2 * 80 * 16
 
 

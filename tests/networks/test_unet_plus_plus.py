@@ -78,7 +78,7 @@ def test_dilated_bottleneck_sums_input_and_cascade():
 
 def test_encoder_has_batchnorm_and_decoder_has_none():
     net = UNetPlusPlus(features=TINY)
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.conv00.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.encoder.blocks[0].modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.up04.modules())
     up = net.up04.up.deconv
     assert isinstance(up, torch.nn.ConvTranspose2d)

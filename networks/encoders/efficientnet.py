@@ -7,6 +7,7 @@ at H/2 for B6, what MONAI's FlexibleUNet uses). The smp encoder used by the CCF 
 (56@H/2, then 40@H/4, 72@H/8, 200@H/16, 576@H/32). :class:`EfficientNetSkipEncoder` keeps MONAI's layers and
 weights layout and only changes which maps are returned; it also removes the classifier part (``_conv_head``,
 ``_bn1``, ``_fc``) that a feature encoder never runs, so that no parameter goes without a gradient.
+Registered as the encoder family ``"efficientnet"`` (variants ``b0`` .. ``b8``, ``l2``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 
-import torch
-from monai.networks.nets.efficientnet import EfficientNetBNFeatures
+from typing import Any
 
-__all__ = ["EfficientNetSkipEncoder", "lukemelas_to_monai_efficientnet_keys"]
+import torch
+from monai.networks.nets.efficientnet import EfficientNetBNFeatures, efficientnet_params
+
+from networks.encoders.base import register_encoder
+
+__all__ = ["EfficientNetSkipEncoder", "efficientnet_encoder", "lukemelas_to_monai_efficientnet_keys"]
 
 # a MONAI key "_blocks.{stage}.{block}.rest" is "_blocks.{block}.rest" in the lukemelas / smp layout
 _MONAI_BLOCK_KEY = re.compile(r"^_blocks\.\d+\.(\d+\..+)$")
@@ -33,7 +38,7 @@ class EfficientNetSkipEncoder(EfficientNetBNFeatures):
     drop-connect 0.2), the same as lukemelas EfficientNet-PyTorch on which smp 0.1.0 builds. Inputs must have
     spatial sizes divisible by 32 (the static padding then gives every map exactly 1/2^k of the input).
 
-    Weights: :func:`networks.linknet.load_encoder_weights` (a LinkNet's ``pretrained_path``) reads a local file in
+    Weights: :func:`networks.encoders.load_encoder_weights` (a LinkNet's ``pretrained_path``) reads a local file in
     either this module's own naming (``encoder.state_dict()``) or the lukemelas / smp naming of the ImageNet file
     ``efficientnet-b6-c76e70fd.pth`` (``_blocks.{i}.…``), see :meth:`remap_pretrained_keys`; timm's
     ``efficientnet_b6`` naming (``conv_stem``, ``blocks.{stage}.{i}.conv_dw``, …) is not read.
@@ -59,9 +64,12 @@ class EfficientNetSkipEncoder(EfficientNetBNFeatures):
             delattr(self, name)
         # MONAI's extract_stacks[0] selects stage 0's output; smp uses the stem in its place
         self.feature_stacks = [int(i) for i in self.extract_stacks[1:]]
+        self.spatial_dims = spatial_dims
         self.out_channels = (int(self._bn0.num_features),) + tuple(
             int(self._blocks_args[i - 1].output_filters) for i in self.feature_stacks
         )
+        # the stem has stride 2 and every returned stage ends just before the next stride-2 stage
+        self.reductions = tuple((2 ** (level + 1),) * spatial_dims for level in range(len(self.out_channels)))
 
     def forward(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps ``[stem, stage outputs at H/4, H/8, H/16, H/32]`` of ``inputs`` ``(B, C, *spatial)``."""
@@ -80,6 +88,19 @@ class EfficientNetSkipEncoder(EfficientNetBNFeatures):
         caller can report them as unexpected.
         """
         return lukemelas_to_monai_efficientnet_keys(state, self.state_dict().keys())
+
+
+@register_encoder("efficientnet")
+def efficientnet_encoder(variant: str = "b6", in_channels: int = 1, **kwargs: Any) -> EfficientNetSkipEncoder:
+    """Build an :class:`EfficientNetSkipEncoder` ``efficientnet-<variant>``: ``"b0"`` .. ``"b8"`` or ``"l2"``.
+
+    ``kwargs`` are the other :class:`EfficientNetSkipEncoder` arguments (``spatial_dims``, ``norm``).
+    """
+    name = f"efficientnet-{variant}"
+    if name not in efficientnet_params:
+        variants = sorted(k.removeprefix("efficientnet-") for k in efficientnet_params)
+        raise ValueError(f"unknown EfficientNet variant {variant!r}; choose one of {variants}")
+    return EfficientNetSkipEncoder(name, in_channels=in_channels, **kwargs)
 
 
 def lukemelas_to_monai_efficientnet_keys(

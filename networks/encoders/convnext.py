@@ -4,13 +4,13 @@ MONAI has no ConvNeXt and timm cannot be used here, so this rebuilds the timm ``
 four stages, no classifier head) as a multi-scale encoder. Module names follow timm exactly (``stem.0``,
 ``stem.1``, ``stages.{i}.downsample.{0,1}``, ``stages.{i}.blocks.{j}.{conv_dw,norm,mlp.fc1,mlp.fc2,gamma}``), so
 the ``state_dict`` of ``timm.create_model("convnext_nano")`` loads with its own key names through
-:func:`load_timm_convnext_weights` (the ``head.*`` keys are dropped, the stem is adapted to the input channels).
+:func:`networks.encoders.load_encoder_weights` (the ``head.*`` keys are dropped, the stem is adapted to the input
+channels). Registered as the encoder family ``"convnext"`` (variants ``atto`` .. ``base``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.layers import DropPath
 
-from networks.checkpoint import load_pretrained_encoder
+from networks.encoders.base import register_encoder
 
 __all__ = [
     "CONVNEXT_VARIANTS",
@@ -28,7 +28,6 @@ __all__ = [
     "ConvNeXtStage",
     "LayerNorm2d",
     "convnext_encoder",
-    "load_timm_convnext_weights",
 ]
 
 #: timm's ConvNeXt variants (depths, dims, conv_mlp), by the name after ``convnext_``.
@@ -171,11 +170,13 @@ class ConvNeXtEncoder(nn.Module):
     """ConvNeXt trunk returning the four stage outputs ``[dims[0]@H/4, dims[1]@H/8, dims[2]@H/16, dims[3]@H/32]``.
 
     Same layers and names as timm ``ConvNeXt`` with the default ``patch`` stem (4x4 stride-4 conv + LayerNorm2d)
-    minus the classifier head, so the nano encoder (3 input channels) has 14,951,280 parameters.
+    minus the classifier head, so the nano encoder (3 input channels) has 14,951,280 parameters. Follows the
+    encoder contract of :mod:`networks.encoders.base` (``spatial_dims`` 2, ``reductions`` 4, 8, 16, 32 with the
+    default patch size).
 
     Args:
         in_channels: input channels (any number; pretrained stems are adapted by
-            :func:`load_timm_convnext_weights`).
+            :func:`networks.encoders.load_encoder_weights`).
         depths: blocks per stage.
         dims: widths per stage.
         conv_mlp: 1x1-conv MLP + channels-first LayerNorm (timm atto..nano) instead of Linear MLP (tiny and up).
@@ -200,7 +201,11 @@ class ConvNeXtEncoder(nn.Module):
         if len(depths) != len(dims) or len(dims) == 0:
             raise ValueError(f"depths {tuple(depths)} and dims {tuple(dims)} must be non-empty and of equal length")
         self.in_channels = in_channels
+        self.spatial_dims = 2
         self.out_channels: tuple[int, ...] = tuple(int(d) for d in dims)
+        self.reductions: tuple[tuple[int, ...], ...] = tuple(
+            (patch_size * 2**i,) * 2 for i in range(len(dims))
+        )
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, dims[0], kernel_size=patch_size, stride=patch_size),
             LayerNorm2d(dims[0]),
@@ -233,6 +238,10 @@ class ConvNeXtEncoder(nn.Module):
             features.append(x)
         return features
 
+    def remap_pretrained_keys(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """timm names are this module's names: only the classifier (``head.*``, ``norm_pre.*``) is dropped."""
+        return {k: v for k, v in state.items() if not k.startswith(("head.", "norm_pre."))}
+
 
 def _init_weights(module: nn.Module) -> None:
     """timm's ConvNeXt initialisation: truncated normal (std 0.02) weights, zero biases."""
@@ -242,6 +251,7 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+@register_encoder("convnext")
 def convnext_encoder(variant: str = "nano", in_channels: int = 3, **kwargs: Any) -> ConvNeXtEncoder:
     """Build a :class:`ConvNeXtEncoder` of a timm variant (see :data:`CONVNEXT_VARIANTS`).
 
@@ -253,24 +263,3 @@ def convnext_encoder(variant: str = "nano", in_channels: int = 3, **kwargs: Any)
     if variant not in CONVNEXT_VARIANTS:
         raise ValueError(f"unknown ConvNeXt variant {variant!r}; choose one of {sorted(CONVNEXT_VARIANTS)}")
     return ConvNeXtEncoder(in_channels=in_channels, **{**CONVNEXT_VARIANTS[variant], **kwargs})
-
-
-def load_timm_convnext_weights(encoder: ConvNeXtEncoder, path: str | Path) -> None:
-    """Load a timm ConvNeXt checkpoint from a local file into ``encoder`` (in place).
-
-    The file holds the ``state_dict`` of ``timm.create_model("convnext_<variant>")`` (timm key names), either
-    plain or under ``"state_dict"``/``"model"``. It is read with ``weights_only=True``; ``head.*`` and
-    ``norm_pre.*`` (classifier) keys are dropped; ``stem.0.weight`` is adapted to ``encoder.in_channels`` with
-    :func:`networks.checkpoint.adapt_input_conv_weight`; every encoder key must then be present with the right
-    shape (:func:`networks.checkpoint.load_pretrained_encoder`).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be read, or keys are missing, unexpected or of the wrong shape (the message
-            names the file and the keys).
-    """
-    load_pretrained_encoder(encoder, path, remap=_drop_classifier)
-
-
-def _drop_classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if not k.startswith(("head.", "norm_pre."))}

@@ -141,5 +141,5 @@ def test_registered_encoders_return_maps_at_their_reductions(family, kwargs):
 
 
 def test_unknown_encoder_names_the_registered_ones():
-    with pytest.raises(ValueError, match=r"unknown encoder 'vgg'.*'convnext', 'efficientnet', 'resnet', 'unet'"):
+    with pytest.raises(ValueError, match=r"unknown encoder 'vgg'.*'convnext', 'csn', 'efficientnet', 'pvt_v2', 'resnet', 'resnet_d', 'unet'"):
         build_encoder("vgg")

@@ -61,7 +61,8 @@ def case(tmp_path):
 
 def _ablation(items, models, **kwargs):
     parser = ConfigParser()
-    parser.read_config(str(Path(__file__).resolve().parents[2] / "bundles/angioma_ultrasound_segmentation/configs/inference.json"))
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "angioma_ultrasound_segmentation"
+    parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["image_size"] = SIZE
     preprocessing = parser.get_parsed_content("preprocessing")
     restore = Compose([EnsureTyped("pred", track_meta=True), Invertd("pred", preprocessing, "image", nearest_interp=False)])

@@ -41,7 +41,7 @@ def write_carotid_case(folder: Path) -> dict[str, str]:
         with h5py.File(folder / path, "w") as file:
             for name, array in arrays.items():
                 file.create_dataset(name, data=array)
-    return {"case": "0007", "image": str(folder / "images" / "0007.h5"), "label": str(folder / "labels" / "0007_label.h5")}
+    return {"case": "0007", "image": str(folder / "images/0007.h5"), "label": str(folder / "labels/0007_label.h5")}
 
 
 def write_angioma_case(folder: Path) -> dict[str, str]:

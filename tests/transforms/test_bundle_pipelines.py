@@ -29,6 +29,7 @@ PINNED = np.load(Path(__file__).parent / "fixtures" / "pinned_training_pipelines
 SIZE = 48  # stored side of the carotid test case
 IMAGE_SIZE = CAROTID_SIZE  # carotid pipeline output side
 ANGIOMA_TEST_SIZE = 64  # angioma pipeline output side
+ANGIOMA_SHAPE = (1, ANGIOMA_TEST_SIZE, ANGIOMA_TEST_SIZE)
 NO_INTENSITY = dict(brightness_contrast_prob=0, gamma_prob=0, noise_prob=0, blur_prob=0, cutout_prob=0)
 NO_GEOMETRY = dict(flip_prob=0, affine_prob=0, crop_prob=0, elastic_prob=0, grid_distortion_prob=0)
 
@@ -321,11 +322,11 @@ def test_train_pipeline_on_real_images_gives_unit_range_images_and_binary_masks(
     for _ in range(2):
         for item in real_items:
             out = transform(item)
-            assert type(out["image"]) is torch.Tensor and out["image"].shape == (1, ANGIOMA_TEST_SIZE, ANGIOMA_TEST_SIZE)
+            assert type(out["image"]) is torch.Tensor and out["image"].shape == ANGIOMA_SHAPE
             assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
             assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
     batch = next(iter(DataLoader(Dataset(real_items, transform), batch_size=3)))
-    assert batch["image"].shape == (3, 1, ANGIOMA_TEST_SIZE, ANGIOMA_TEST_SIZE) and batch["label"].shape == (3, 1, ANGIOMA_TEST_SIZE, ANGIOMA_TEST_SIZE)
+    assert batch["image"].shape == batch["label"].shape == (3, *ANGIOMA_SHAPE)
 
 
 def test_pipeline_is_deterministic_for_a_seed(real_items):
@@ -363,7 +364,7 @@ def test_without_augmentation_train_equals_validation(real_items):
 def test_inference_transforms_keep_what_is_needed_to_resize_back(real_items):
     transform = _angioma_inference()
     data = transform({"image": real_items[1]["image"]})
-    assert data["image"].shape == (1, ANGIOMA_TEST_SIZE, ANGIOMA_TEST_SIZE) and tuple(data["image"].meta["spatial_shape"]) == (285, 451)
+    assert data["image"].shape == ANGIOMA_SHAPE and tuple(data["image"].meta["spatial_shape"]) == (285, 451)
     data["pred"] = (data["image"] > 0.3).float()
     restored = Invertd("pred", transform=transform, orig_keys="image", nearest_interp=True)(data)["pred"]
     assert restored.shape == (1, 285, 451)

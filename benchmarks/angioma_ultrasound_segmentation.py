@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.transforms import AsDiscreted, Compose, EnsureTyped, Invertd
+from monai.bundle import ConfigParser
+from monai.transforms import AsDiscreted
 from monai.utils import convert_to_tensor
 from torch import nn
 
@@ -47,13 +48,16 @@ from inferers.flip_tta import FlipTTAInferer
 from networks.checkpoint import load_weights
 from networks.ensemble import ProbabilityEnsemble
 from networks.linknet import LinkNet
-from transforms.angioma import angioma_inference_transforms, angioma_postprocessing
+from transforms.angioma import angioma_postprocessing
 
 __all__ = ["add_arguments", "run"]
 
-RECIPE_SIZE = 256  # the rank-1 solution resizes images to 256 x 256
-RECIPE_ENCODER, RECIPE_ENCODER_KWARGS = "efficientnet", {"variant": "b6"}
-SMP_TOTAL = 41_248_965  # smp 0.1.0 Linknet(efficientnet-b6, in_channels=1, classes=1)
+BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "angioma_ultrasound_segmentation" / "configs"
+#: the bundle's inference settings: image size (the recipe's 256), encoder, preprocessing, threshold, RSIP, EMF
+INFERENCE_CONFIG = ConfigParser.load_config_file(BUNDLE_CONFIGS / "inference.json")
+RECIPE_SIZE = INFERENCE_CONFIG["image_size"]
+RECIPE_ENCODER, RECIPE_ENCODER_KWARGS = INFERENCE_CONFIG["encoder"], INFERENCE_CONFIG["encoder_kwargs"]
+SMP_TOTAL = 41_248_965  # smp Linknet(efficientnet-b6, in_channels=1, classes=1)
 SMP_UNUSED = 1_331_712  # smp keeps the EfficientNet-B6 _conv_head + _bn1 in its encoder, never run
 RGB_STEM_EXTRA = 56 * 2 * 3 * 3  # smp counts the stem conv for 3 channels
 #: ``--quick``: a tiny network so that a test runs the whole benchmark in seconds.
@@ -120,11 +124,11 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="benchmark_angioma_") as tmp:
         generate(Path(tmp), cases=1, seed=args.seed, test_cases=0)
         item = train_datalist(tmp)[0]
-        preprocessing = angioma_inference_transforms(size)
-        data = preprocessing({"image": item["image"]})
+        bundle = _bundle_parser(size)
+        data = bundle.get_parsed_content("preprocessing")({"image": item["image"]})
     source = (
         f"synthetic image of data.synthetic.angioma_ultrasound_segmentation (seed {args.seed}, "
-        f"{tuple(int(s) for s in data['image'].meta['spatial_shape'])} px), read by angioma_inference_transforms"
+        f"{tuple(int(s) for s in data['image'].meta['spatial_shape'])} px), read by inference.json's preprocessing"
     )
     example = convert_to_tensor(data["image"], track_meta=False).unsqueeze(0).to(device)
     tta = FlipTTAInferer(batch_variants=not args.tta_loop)
@@ -135,7 +139,15 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     if not args.skip_ensemble:
         configurations[f"{folds} folds x 8-way TTA"] = ProbabilityEnsemble(models, inferer=tta)
     probability = _inference(configurations, example, source, args, report)
-    _postprocessing(data, preprocessing, probability, args, report)
+    _postprocessing(data, bundle, probability, args, report)
+
+
+def _bundle_parser(image_size: int) -> ConfigParser:
+    """The bundle's ``inference.json`` at ``image_size``."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_CONFIGS / "inference.json"))
+    parser["image_size"] = image_size
+    return parser
 
 
 # ----------------------------------------------------------------------------------------------- 1. parameters
@@ -253,18 +265,22 @@ def _fp32_output(candidate: Candidate, example: torch.Tensor) -> torch.Tensor:
 
 
 def _postprocessing(
-    data: dict, preprocessing: Compose, probability: torch.Tensor, args: argparse.Namespace, report: Report
+    data: dict, bundle: ConfigParser, probability: torch.Tensor, args: argparse.Namespace, report: Report
 ) -> None:
     shape = tuple(int(s) for s in data["image"].meta["spatial_shape"])
     section = report.section("postprocessing", f"3. Post-processing per image at {shape[0]} x {shape[1]} px (CPU)")
-    restore = Compose([EnsureTyped("pred", track_meta=True), Invertd("pred", preprocessing, "image", nearest_interp=False)])
+    restore = bundle.get_parsed_content("restore")  # Invertd of the preprocessing that read ``data``
+    threshold, rsip_max_size, emf_window = (bundle[key] for key in ("threshold", "rsip_max_size", "emf_window"))
+    binarize = AsDiscreted("pred", threshold=threshold)
     restored = restore({**data, "pred": probability})["pred"]
-    mask = AsDiscreted("pred", threshold=0.5)({"pred": restored})["pred"]
+    mask = binarize({"pred": restored})["pred"]
     steps: dict[str, tuple[Callable[[torch.Tensor], Any], torch.Tensor]] = {
         "resize back (Invertd, bicubic)": (lambda p: restore({**data, "pred": p}), probability),
-        "threshold 0.5": (lambda p: AsDiscreted("pred", threshold=0.5)({"pred": p}), restored),
-        "RSIP (components <= 50 px)": (_postprocessing_step(min_size=51, median_window=1), mask),
-        "EMF (19 x 19 median)": (_postprocessing_step(min_size=0, median_window=19), mask),
+        f"threshold {threshold:g}": (lambda p: binarize({"pred": p}), restored),
+        f"RSIP (components <= {rsip_max_size} px)": (
+            _postprocessing_step(min_size=rsip_max_size + 1, median_window=1), mask
+        ),
+        f"EMF ({emf_window} x {emf_window} median)": (_postprocessing_step(min_size=0, median_window=emf_window), mask),
     }
     rows, figures = [], {}
     for name, (fn, tensor) in steps.items():

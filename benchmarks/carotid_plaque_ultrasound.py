@@ -1,16 +1,17 @@
-"""Speed figures of the carotid_plaque_ultrasound bundle (MAGNET, CSV 2026 4th place; lyyek/CSV2026).
+"""Speed figures of the carotid_plaque_ultrasound bundle (MAGNET, CSV 2026 4th place; lyyek/CSV2026; see the bundle's docs).
 
 1. Parameters of ``networks.magnet.MagnetNet``: total and the encoder / extra stem / decoders / head split,
-   beside the figures computed from the original (lyyek/CSV2026, nano encoder).
+   beside the figures computed from the original (nano encoder). The network is the bundle's ``network_def``
+   (``configs/train.json``) unless ``--encoder`` / ``--depths`` / ``--dims`` or ``--quick`` choose another.
 2. Inference per case (batch 1: both views + risk classification, ``--image-size``, default 512) in fp32 eager
    and in every path of ``benchmarks.common.candidate_paths``, each with its segmentation argmax agreement with
    fp32 over both views and whether its risk class (sigmoid >= 0.5) agrees; the fastest path keeping the
    agreement >= ``--min-agreement`` (99.5 %) is named. The input is a synthetic case of
-   ``data.synthetic.carotid_plaque_ultrasound`` read by the bundle's own ``carotid_val_transforms``. The
+   ``data.synthetic.carotid_plaque_ultrasound`` read by the bundle's own validation preprocessing. The
    network is randomly initialised unless ``--checkpoint`` gives trained weights: an untrained network's
    logits are near ties, so its agreement figures say little about a trained one's.
 3. Training samples per second of the bundle's trainer (MONAI ``SupervisedTrainer`` with ``MagnetLoss``,
-   AdamW lr 1e-4 wd 0.05, ``PrepareBatchMultiTarget``, gradient accumulation 2, AMP on CUDA) against a bare
+   AdamW, ``PrepareBatchMultiTarget``, accumulation and learning rate of train.json, AMP on CUDA) against a bare
    PyTorch loop doing the same forward / backward / step by hand, on the same network weights and the same
    pre-built batches held in device memory (data loading excluded); their ratio is the framework overhead.
    The trainer runs again on the same batches as ``MetaTensor`` (what a MONAI DataLoader yields), and
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.utils import convert_to_tensor
@@ -54,19 +56,21 @@ from losses.magnet import MagnetLoss
 from networks.checkpoint import load_weights
 from networks.encoders.convnext import CONVNEXT_VARIANTS
 from networks.magnet import MagnetNet, split_views_output
-from transforms.carotid import carotid_val_transforms
 
 __all__ = ["add_arguments", "run"]
 
-NUM_CLASSES = 3
+BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "carotid_plaque_ultrasound" / "configs"
+#: the bundle's training settings: classes, gradient accumulation, AdamW, image size (the organisers' 512)
+TRAIN_CONFIG = ConfigParser.load_config_file(BUNDLE_CONFIGS / "train.json")
+NUM_CLASSES = TRAIN_CONFIG["num_classes"]
 CLASS_NAMES = ("background", "plaque", "vessel")  # class indices 0, 1, 2 (CONTRIBUTING.md)
-ACCUMULATION_STEPS = 2  # lyyek/CSV2026 train.py
-LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.05
-CHALLENGE_SIZE = 512  # the organisers' letterboxed size (bundles/carotid_plaque_ultrasound/docs/README.md)
+ACCUMULATION_STEPS = TRAIN_CONFIG["accumulation_steps"]
+LEARNING_RATE, WEIGHT_DECAY = TRAIN_CONFIG["learning_rate"], TRAIN_CONFIG["weight_decay"]
+CHALLENGE_SIZE = TRAIN_CONFIG["image_size"]
 #: ``--quick``: a tiny network so that a test runs the whole benchmark in seconds.
 QUICK_NETWORK: dict[str, Any] = {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64), "morph_dim": 8, "cls_hidden": (16,)}
 QUICK_IMAGE_SIZE = 64
-#: parameters computed from the original MAGNET with the nano encoder (lyyek/CSV2026 models/convnext_unet.py).
+#: parameters computed from the original MAGNET with the nano encoder.
 REFERENCE_PARAMETERS = {
     "encoder": 14.95e6,
     "extra_stem": 0.9e3,
@@ -82,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder",
         choices=sorted(CONVNEXT_VARIANTS),
-        default="nano",
-        help="ConvNeXt variant of the encoder (default nano, MAGNET's); ignored with --quick",
+        help="ConvNeXt variant of the encoder (default: the bundle's network_def, nano as MAGNET's); ignored with "
+        "--quick",
     )
     parser.add_argument("--depths", type=int, nargs=4, help="encoder depths, overriding --encoder's (e.g. a demo model)")
     parser.add_argument("--dims", type=int, nargs=4, help="encoder widths, overriding --encoder's")
@@ -115,8 +119,7 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     """Measure the bundle on ``device`` and write the figures to ``report`` (see the module docstring)."""
     settings = _settings(args, device)
     torch.manual_seed(args.seed)
-    network_kwargs = _network_kwargs(args)
-    net = MagnetNet(**network_kwargs)
+    network_kwargs, net = _network(args)
     weights = f"random init (seed {args.seed})"
     if args.checkpoint is not None:
         load_weights(net, args.checkpoint)
@@ -125,12 +128,13 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
 
     setup = report.section("setup", "Setup")
     setup.update(settings, network=_jsonable(network_kwargs), weights=weights)
-    encoder = "quick (tiny)" if args.quick else args.encoder
+    encoder = "quick (tiny)" if args.quick else args.encoder or "of the bundle's network_def"
     report.line(f"network: MagnetNet, encoder {encoder}: {_jsonable(network_kwargs)}")
     report.line(f"weights: {weights}")
     report.line("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
 
-    _parameters(net, report, reference=not args.quick and args.encoder == "nano" and not (args.depths or args.dims))
+    nano = args.encoder in (None, "nano") and not (args.depths or args.dims)
+    _parameters(net, report, reference=not args.quick and nano)
 
     cases_needed = 1 if args.skip_training else max(2, 2 * settings["train_batch_size"])
     generated_size = QUICK_IMAGE_SIZE if args.quick else CHALLENGE_SIZE
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
         labelled, _ = load_csv2026_datalist(tmp)
         source = (
             f"synthetic case {labelled[0]['case']} of data.synthetic.carotid_plaque_ultrasound (seed {args.seed}, "
-            f"{generated_size} px), read and resized by transforms.carotid.carotid_val_transforms"
+            f"{generated_size} px), read and resized by train.json's validate#preprocessing"
         )
         example = _load_cases(labelled[:1], settings["image_size"])[0]["image"].unsqueeze(0).to(device)
         train_items = None if args.skip_training else _load_cases(labelled, settings["train_image_size"])
@@ -176,13 +180,29 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     return settings
 
 
-def _network_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _bundle_parser(image_size: int | None = None) -> ConfigParser:
+    """The bundle's ``train.json``, at ``image_size`` if given."""
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE_CONFIGS / "train.json"))
+    if image_size is not None:
+        parser["image_size"] = image_size
+    return parser
+
+
+def _network(args: argparse.Namespace) -> tuple[dict[str, Any], MagnetNet]:
+    """The timed network and its arguments: the bundle's ``network_def`` unless the options choose another."""
     if args.quick:
-        return dict(QUICK_NETWORK)
-    variant = CONVNEXT_VARIANTS[args.encoder]
-    depths = tuple(args.depths) if args.depths else variant["depths"]
-    dims = tuple(args.dims) if args.dims else variant["dims"]
-    return {"depths": depths, "dims": dims, "conv_mlp": variant["conv_mlp"]}
+        return dict(QUICK_NETWORK), MagnetNet(**QUICK_NETWORK)
+    if args.encoder or args.depths or args.dims:
+        variant = CONVNEXT_VARIANTS[args.encoder or "nano"]
+        depths = tuple(args.depths) if args.depths else variant["depths"]
+        dims = tuple(args.dims) if args.dims else variant["dims"]
+        kwargs = {"depths": depths, "dims": dims, "conv_mlp": variant["conv_mlp"]}
+        return kwargs, MagnetNet(**kwargs)
+    parser = _bundle_parser()
+    names = [key for key in parser["network_def"] if not key.startswith("_")]
+    kwargs = {key: parser.get_parsed_content(f"network_def#{key}") for key in names}
+    return kwargs, parser.get_parsed_content("network_def")
 
 
 def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +212,7 @@ def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _load_cases(items: Sequence[dict], size: int) -> list[dict[str, torch.Tensor]]:
     """Read labelled cases with the bundle's validation transforms at ``size``: plain tensors (not
     ``MetaTensor``) ``image`` (2, H, W), ``label`` int64 (2, H, W), ``cls`` (1,)."""
-    transform = carotid_val_transforms(size, labelled=True)
+    transform = _bundle_parser(size).get_parsed_content("validate#preprocessing")
     cases = []
     for item in items:
         data = transform(dict(item))

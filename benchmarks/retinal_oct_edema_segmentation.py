@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.inferers import SliceInferer
 from torch import nn
 
@@ -52,9 +52,13 @@ from networks.unet_plus_plus import UNet, UNetPlusPlus, seg_det_probabilities
 __all__ = ["add_arguments", "run"]
 
 BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "retinal_oct_edema_segmentation" / "configs"
-NUM_CLASSES = 4
-CHALLENGE_SLICES, CHALLENGE_HEIGHT, CHALLENGE_WIDTH = 128, 1024, 512  # Cirrus MacularCube512x128
-FEATURES = (16, 32, 64, 128, 256)
+#: the bundle's settings: classes, network widths, B-scan size (roi_size) and B-scans per network call
+TRAIN_CONFIG = ConfigParser.load_config_file(BUNDLE_CONFIGS / "train.json")
+NUM_CLASSES = TRAIN_CONFIG["num_classes"]
+CHALLENGE_HEIGHT, CHALLENGE_WIDTH = TRAIN_CONFIG["roi_size"]  # B-scans of a Cirrus MacularCube512x128
+CHALLENGE_SLICES = 128  # B-scans per Cirrus MacularCube512x128
+FEATURES = tuple(TRAIN_CONFIG["features"])
+SLICE_BATCH = TRAIN_CONFIG["slice_batch_size"]
 #: ``--quick``: tiny networks and B-scans so that a test runs the whole benchmark in seconds.
 QUICK_FEATURES = (4, 8, 16, 32, 64)
 QUICK_HEIGHT, QUICK_WIDTH, QUICK_SLICES = 64, 32, 4  # batches of 2
@@ -78,7 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--width", type=int, help=f"B-scan columns (default {CHALLENGE_WIDTH}; height / 2 with --image-size)"
     )
     parser.add_argument(
-        "--slice-batch", type=int, help="B-scans per network call (default 8, as the reference; 2 with --quick)"
+        "--slice-batch",
+        type=int,
+        help=f"B-scans per network call (default {SLICE_BATCH}, the bundle's slice_batch_size; 2 with --quick)",
     )
     parser.add_argument(
         "--cube-slices",
@@ -122,7 +128,7 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     settings = {
         "height": height,
         "width": width,
-        "slice_batch": args.slice_batch or (2 if quick else 8),
+        "slice_batch": args.slice_batch or (2 if quick else SLICE_BATCH),
         "cube_slices": args.cube_slices or default_slices,
         "amp_note": "autocast paths: fp16 on cuda, bf16 on cpu",
     }

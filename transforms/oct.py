@@ -11,8 +11,8 @@ values are 0 background, 255 REA, 191 SRF, 128 PED (see :mod:`data.ai_challenger
 * :class:`SaveOCTPredictiond` writes what a cube's prediction is (the packed probabilities of
   :mod:`networks.unet_plus_plus`): the label volume as NIfTI and the per-slice lesion probabilities as CSV;
   :func:`formats.oct.read_oct_prediction` reads them back for scoring.
-* :class:`StackNeighbourSlicesd` builds the 2.5D input ON THE FLY: for slice i the channels are slices i-1, i, i+1 of
-  the cube, edges replicated (the reference writes these stacks to disk as "trans3channel" PNGs beforehand). Given
+* :class:`transforms.utility.StackNeighbourSlicesd` builds the 2.5D input ON THE FLY: for slice i the channels
+  are slices i-1, i, i+1 of the cube, edges replicated (the reference writes these stacks to disk as "trans3channel" PNGs beforehand). Given
   a slice index it returns ``(3, H, W)`` (training: one item per (cube, slice), see
   :class:`data.ai_challenger_oct.OCTSliceDataset`); without one it stacks the whole cube to ``(3, S, H, W)``, which
   :class:`monai.inferers.SliceInferer` (``spatial_dim=0``) runs through a 2D network slice by slice.
@@ -30,16 +30,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-from monai.utils import convert_to_numpy, ensure_tuple, ensure_tuple_rep
+from monai.utils import convert_to_numpy, ensure_tuple
 
 from formats.errors import CaseReadError
 from formats.oct import LABEL_CODES, read_oct_cube, write_oct_prediction
 from transforms.writers import CaseWriterd
 
-__all__ = ["LoadOCTCubed", "SaveOCTPredictiond", "StackNeighbourSlicesd"]
+__all__ = ["LoadOCTCubed", "SaveOCTPredictiond"]
 
 
 class LoadOCTCubed(MapTransform):
@@ -95,62 +94,6 @@ class LoadOCTCubed(MapTransform):
         if len(set(shapes.values())) > 1:
             detail = "; ".join(f"'{k}' {loaded[k]} is {s[0]} slices of {s[1]}x{s[2]}" for k, s in shapes.items())
             raise CaseReadError(f"OCT cube folders do not match: {detail}", path=next(iter(loaded.values())))
-        return d
-
-
-class StackNeighbourSlicesd(MapTransform):
-    """2.5D input: slice i of a cube with its ``radius`` neighbours on each side as channels, edges replicated.
-
-    ``data[key]`` is a cube ``(S, H, W)`` (or ``(1, S, H, W)``), numpy or torch. With ``data[slice_key]`` = i it
-    becomes ``(2 * radius + 1, H, W)`` = slices ``i - radius .. i + radius`` (indices clipped to ``0 .. S-1``);
-    without a slice index the whole cube is stacked to ``(2 * radius + 1, S, H, W)`` (channel c of slice s is slice
-    ``clip(s + c - radius)``). ``radius`` 0 just picks slice i as one channel: use it for the label.
-
-    Args:
-        keys: keys of the cubes.
-        radius: neighbours on each side, one value or one per key (e.g. ``[1, 0]`` for image and label).
-        slice_key: key of the slice index; absent (or None) -> whole cube.
-        allow_missing_keys: skip missing keys instead of raising.
-
-    The result is a new array: the (cached) cube is never modified.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        radius: int | Sequence[int] = 1,
-        slice_key: str = "slice",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.radius = ensure_tuple_rep(radius, len(self.keys))
-        if any(int(r) < 0 for r in self.radius):
-            raise ValueError(f"radius must be >= 0, got {radius}")
-        self.slice_key = slice_key
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
-        d = dict(data)
-        index = d.get(self.slice_key)
-        for key, radius in self.key_iterator(d, self.radius):
-            cube: Any = d[key]
-            if cube.ndim == 4 and cube.shape[0] == 1:
-                cube = cube[0]
-            if cube.ndim != 3:
-                raise ValueError(f"'{key}' must be a cube (S, H, W), got shape {tuple(cube.shape)}")
-            n = cube.shape[0]
-            offsets = np.arange(-int(radius), int(radius) + 1)
-            if index is None:
-                rows = np.clip(offsets[:, None] + np.arange(n)[None, :], 0, n - 1)
-            else:
-                i = int(index)  # type: ignore[call-overload]
-                if not 0 <= i < n:
-                    case = d.get("case", "?")
-                    raise ValueError(f"'{self.slice_key}' {i} is outside the {n} slices of '{key}' (case {case})")
-                rows = np.clip(offsets + i, 0, n - 1)
-            if isinstance(cube, torch.Tensor):
-                d[key] = cube[torch.as_tensor(rows, device=cube.device)]
-            else:
-                d[key] = np.asarray(cube)[rows]
         return d
 
 

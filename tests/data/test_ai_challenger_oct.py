@@ -13,7 +13,8 @@ from PIL import Image
 from data.ai_challenger_oct import OCTSliceDataset, list_cubes, oct_cube_datalist, pack_bscans_as_cube, split_dir
 from formats.errors import CaseReadError
 from formats.oct import LABEL_TO_CLASS, read_oct_cube
-from transforms.oct import LoadOCTCubed, StackNeighbourSlicesd
+from transforms.oct import LoadOCTCubed
+from transforms.utility import StackNeighbourSlicesd
 
 CUBE_A = "P0012_MacularCube512x128_8-7-2014_13-29-39_OS_sn27946_cube_z"
 CUBE_B = "PC004_MacularCube512x128_8-26-2013_9-15-7_OS_sn8468_cube_z"

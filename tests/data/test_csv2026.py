@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from monai.bundle import ConfigParser
 
 from data.csv2026 import (
     csv2026_fold_datalists,
@@ -20,7 +21,6 @@ from data.csv2026 import (
     read_case_list,
 )
 from data.synthetic.carotid_plaque_ultrasound import generate
-from transforms.carotid import carotid_val_transforms
 from formats.errors import CaseReadError
 from formats.h5 import write_h5_atomic
 from transforms.io import LoadH5d
@@ -133,7 +133,11 @@ def test_pack_real_carotid_png(real_samples: Path, tmp_path: Path, name: str) ->
     # 709 x 749 (w x h): height -> 512, width -> 485, centred with 13 + 14 zero columns
     assert not image[:, :13].any() and not image[:, 498:].any()
     assert image[:, 13:498].any(axis=0).mean() > 0.95 and image.max() > 200
-    batch = carotid_val_transforms(128, labelled=False)(list_cases(tmp_path / "images")[0])
+    parser = ConfigParser()
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "carotid_plaque_ultrasound"
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["image_size"] = 128
+    batch = parser.get_parsed_content("preprocessing")(list_cases(tmp_path / "images")[0])  # the bundle's reading
     assert batch["image"].shape == (2, 128, 128) and 0 <= batch["image"].min() and batch["image"].max() <= 1
     assert tuple(LoadH5d("image", datasets=("long_img",))({"image": out})["long_img"].shape) == (1, 512, 512)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.transforms import Compose, EnsureTyped, Invertd
 from PIL import Image
 
@@ -14,7 +16,6 @@ from engines.ccf_bdci import run_ablation
 from formats.png import save_png_atomic
 from inferers.flip_tta import FlipTTAInferer
 from metrics.ccf_bdci import STEPS, dice_score, write_ablation_report
-from transforms.angioma import angioma_inference_transforms
 from transforms.postprocessing import EdgeMedianFilterd
 
 SIZE = 64
@@ -48,7 +49,11 @@ def case(tmp_path):
 
 
 def _ablation(items, models, **kwargs):
-    preprocessing = angioma_inference_transforms(SIZE)
+    parser = ConfigParser()
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "angioma_ultrasound_segmentation"
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["image_size"] = SIZE
+    preprocessing = parser.get_parsed_content("preprocessing")
     restore = Compose([EnsureTyped("pred", track_meta=True), Invertd("pred", preprocessing, "image", nearest_interp=False)])
     return run_ablation(items, models, preprocessing, restore, FlipTTAInferer(), progress=False, **kwargs)
 

@@ -1,4 +1,4 @@
-"""Reading OCT cube folders, their errors, the 2.5D stacking and the slice pipeline (synthetic and real B-scans)."""
+"""Reading OCT cube folders, their errors and the slice pipeline (synthetic and real B-scans)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from PIL import Image
 from networks.unet_plus_plus import UNetPlusPlus, split_seg_det_output
 from formats.errors import CaseReadError
 from formats.oct import LABEL_TO_CLASS, prediction_paths, read_oct_cube, read_oct_prediction
-from transforms.oct import LoadOCTCubed, SaveOCTPredictiond, StackNeighbourSlicesd
+from transforms.oct import LoadOCTCubed, SaveOCTPredictiond
+from transforms.utility import StackNeighbourSlicesd
 
 
 def write_cube(folder: Path, cube: np.ndarray, start: int = 1, ext: str = ".bmp") -> Path:
@@ -122,34 +123,6 @@ def test_image_and_label_cubes_must_match(tmp_path):
 def test_missing_folder(tmp_path):
     with pytest.raises(CaseReadError, match="not found"):
         read_oct_cube(tmp_path / "nothing.img")
-
-
-def test_stacking_replicates_edges_and_keeps_the_cube():
-    cube = ramp_cube(5, 2, 2)
-    original = cube.copy()
-    stack = StackNeighbourSlicesd(["image", "label"], radius=[1, 0])
-    for i, rows in [(0, [0, 0, 1]), (2, [1, 2, 3]), (4, [3, 4, 4])]:
-        d = stack({"image": cube, "label": cube, "slice": i})
-        assert d["image"].shape == (3, 2, 2) and d["label"].shape == (1, 2, 2)
-        assert d["image"][:, 0, 0].tolist() == [10 * r for r in rows]
-        assert d["label"][0, 0, 0] == 10 * i
-    np.testing.assert_array_equal(cube, original)
-
-
-def test_whole_cube_stacking_equals_per_slice_stacking():
-    cube = torch.as_tensor(ramp_cube(4, 3, 2))
-    stack = StackNeighbourSlicesd(["image", "label"], radius=[1, 0])
-    whole = stack({"image": cube[None], "label": cube})
-    assert whole["image"].shape == (3, 4, 3, 2) and whole["label"].shape == (1, 4, 3, 2)
-    for i in range(4):
-        single = stack({"image": cube, "label": cube, "slice": torch.tensor(i)})
-        torch.testing.assert_close(whole["image"][:, i], single["image"])
-        torch.testing.assert_close(whole["label"][:, i], single["label"])
-
-
-def test_slice_index_out_of_range():
-    with pytest.raises(ValueError, match="outside the 3 slices"):
-        StackNeighbourSlicesd("image")({"image": ramp_cube(3), "slice": 3, "case": "x"})
 
 
 def slice_pipeline(train: bool) -> Compose:

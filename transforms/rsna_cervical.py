@@ -32,6 +32,25 @@ Why not MONAI's dataset caches: ``PersistentDataset`` and ``LMDBDataset`` key an
 dictionary (here: paths), so a changed or replaced DICOM file is not noticed, and they store pickles that
 ``torch.load`` / LMDB read whole on every access (no memory-mapped partial reads of a 64-slice crop);
 ``CacheDataset`` keeps every volume in RAM and rebuilds it at every start.
+
+Stage-1 pipelines (listed in the bundle's config; axes ``(C, X=column, Y=row, Z)``, keys ``image`` and
+``segmentation``), reference (albumentations ``ReplayCompose``, one draw per sample) -> here:
+
+* random 64-slice window, zero-padded at the end when the volume is shorter -> ``RandSpatialCropd`` (roi
+  ``[-1, -1, 64]``) + ``SpatialPadd(method="end")``; padding to a multiple of 16 -> ``DivisiblePadd(k=[1, 1, 16])``.
+  The reference pads raw values (0) before z-scoring; here the pad is 0 after it (the volume's mean).
+* ``ShiftScaleRotate(0.1, 0.1, 20, constant border, p 0.5)``, ``HorizontalFlip`` p 0.5 and
+  ``OneOf[GridDistortion(distort_limit 0.1), ElasticTransform] p 0.2`` -> 2-D ``RandAffined`` (translate
+  0.1 x size px, scale 1 +- 0.1 drawn per axis instead of one isotropic factor, rotate +-20 deg), ``RandFlipd``
+  on spatial axis 0 (image columns = the width albumentations flips), and ``OneOf[RandGridDistortiond(num_cells
+  5, distort_limit 0.1), Rand2DElasticd]`` each with prob 0.2, all inside :class:`transforms.volume.InPlaned`
+  (one draw shared by all slices). albumentations 1.x ``ElasticTransform`` defaults (alpha 1, sigma 50,
+  alpha_affine 50) make its elastic field sub-pixel and its effect a random affine that jitters three points
+  85 px from the centre (at 256) by +-50 px: matrix entries +-0.59 (triangular, std 0.24); ``Rand2DElasticd``
+  with ``magnitude_range`` 0 and scale/shear ranges 0.42, translation 0.13 x size matches those spreads with
+  uniform draws.
+* validation: the whole (z-padded) volume through ``SlidingWindowInferer`` with a 256-slice window and overlap
+  0.25 (64 slices), as the reference validates (``train_unet_3d.py``).
 """
 
 from __future__ import annotations
@@ -155,7 +174,9 @@ def preprocess_study(
     image = image.numpy()[0] if not isinstance(image, MetaTensor) else image.as_tensor().numpy()[0]
     mean, std = float(image.mean(dtype=np.float64)), float(image.std(dtype=np.float64))
     if not std > 0:
-        raise CaseReadError(f"{series_folder}: the image is constant ({mean:g} HU); it cannot be z-scored", path=series_folder)
+        raise CaseReadError(
+            f"{series_folder}: the image is constant ({mean:g} HU); it cannot be z-scored", path=series_folder
+        )
     image = ((image - mean) / std).astype(np.float32)
     resized_labels = None
     if labels is not None:
@@ -187,7 +208,8 @@ def _open_entry(entry_dir: Path, key: str, with_label: bool) -> dict[str, Any] |
         return None
     if list(image.shape) != entry["shape"] or (label is not None and label.shape != image.shape):
         return None
-    return {"image": image, "label": label, "affine": np.asarray(entry["affine"]), "mean": entry["mean"], "std": entry["std"]}
+    affine = np.asarray(entry["affine"])
+    return {"image": image, "label": label, "affine": affine, "mean": entry["mean"], "std": entry["std"]}
 
 
 def load_preprocessed_study(
@@ -214,7 +236,8 @@ def load_preprocessed_study(
         as :func:`preprocess_study`, with ``image`` / ``label`` memory-mapped and ``"cache_hit"`` (bool).
     """
     folder = Path(series_folder)
-    entry_dir = cache_entry_dir(cache_dir if cache_dir is not None else default_cache_dir(folder), folder.name, spatial_size, z_step)
+    root = cache_dir if cache_dir is not None else default_cache_dir(folder)
+    entry_dir = cache_entry_dir(root, folder.name, spatial_size, z_step)
     key = study_cache_key(folder, segmentation, spatial_size, z_step)
     cached = _open_entry(entry_dir, key, segmentation is not None)
     if cached is not None:
@@ -288,5 +311,6 @@ class PreprocessStudyd(MapTransform):
         d[self.image_key] = MetaTensor(torch.from_numpy(study["image"])[None], affine=affine, meta=meta)
         if study["label"] is not None:
             label_meta = {"filename_or_obj": str(segmentation), "space": "RAS"}
-            d[self.segmentation_key] = MetaTensor(torch.from_numpy(study["label"])[None], affine=affine, meta=label_meta)
+            label = torch.from_numpy(study["label"])[None]
+            d[self.segmentation_key] = MetaTensor(label, affine=affine, meta=label_meta)
         return d

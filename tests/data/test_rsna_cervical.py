@@ -90,7 +90,10 @@ REFERENCE_SEG_FOLDS = {
 def test_segmentation_folds_reproduce_the_reference_split():
     expected = [sorted(f"{UID_ROOT}.{n}" for n in REFERENCE_SEG_FOLDS[k]) for k in range(8)]
     studies = [uid for fold in expected for uid in fold]
-    items = [{"study": uid, "image": f"train_images/{uid}", "segmentation": f"segmentations/{uid}.nii"} for uid in reversed(studies)]
+    items = [
+        {"study": uid, "image": f"train_images/{uid}", "segmentation": f"segmentations/{uid}.nii"}
+        for uid in reversed(studies)
+    ]
     items.append({"study": f"{UID_ROOT}.1", "image": "train_images/x"})  # not segmented: in no stage-1 fold
     assert segmentation_folds(items) == expected
     train, val = fold_items(items, expected, 1)  # the reference trains fold 1

@@ -12,6 +12,14 @@ Training items are ``{"study": uid, "image": series folder, "label": [patient_ov
 series, a series without a label row, an empty folder, a malformed or inconsistent row, a label map without a
 study) are left out and returned as ``{"entry": ..., "reason": ...}`` so that a run says what it skipped.
 :func:`read_segmentation` reads a label map onto its study's grid with the competition's classes.
+
+Cross-validation as in the reference solution (selimsef/rsna_cervical_fracture, ``create_seg_folds.py`` and
+``create_cls_folds.py``): :func:`segmentation_folds` (stage 1, segmentation) is scikit-learn's shuffled 8-fold
+``KFold`` (seed 777) over the segmented studies in the sorted order of their label-map file names, which
+reproduces the reference's ``seg_folds.csv`` exactly; :func:`classification_folds` (stage 2) is
+``StratifiedKFold`` (8 folds, seed 777) on ``patient_overall`` over the studies in ``train.csv`` row order, as the
+reference made ``folds.csv`` (its published file lists 2,008 of the 2,019 studies, dropped after splitting).
+:func:`fold_items` picks the training and validation items of any fold.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.splits import sklearn_kfold, sklearn_stratified_kfold, train_val_ids
 from formats.dicom import read_label_map
 
 __all__ = [
@@ -33,10 +42,13 @@ __all__ = [
     "TRAIN_CSV",
     "TRAIN_IMAGE_DIR",
     "VERTEBRAE",
+    "classification_folds",
+    "fold_items",
     "load_rsna_cervical_datalist",
     "load_rsna_cervical_test_datalist",
     "read_segmentation",
     "read_train_csv",
+    "segmentation_folds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +57,7 @@ TRAIN_CSV, TRAIN_IMAGE_DIR, TEST_IMAGE_DIR, SEGMENTATION_DIR = "train.csv", "tra
 VERTEBRAE = tuple(f"C{i}" for i in range(1, 8))
 LABEL_COLUMNS = ("patient_overall", *VERTEBRAE)
 NUM_CERVICAL = len(VERTEBRAE)
+NUM_FOLDS, FOLD_SEED = 8, 777
 
 
 def _skip(skipped: list[dict], entry: str, reason: str) -> None:
@@ -157,3 +170,33 @@ def read_segmentation(path: str | os.PathLike, image_affine: np.ndarray, image_s
     labels = read_label_map(path, image_affine, image_shape)
     labels[labels > NUM_CERVICAL] = 0
     return labels
+
+
+def segmentation_folds(items: Sequence[dict], n_folds: int = NUM_FOLDS, seed: int = FOLD_SEED) -> list[list[str]]:
+    """Stage-1 folds: the studies (sorted) of each validation fold of ``KFold`` over the segmented ``items``.
+
+    The studies enter the split in the sorted order of their label-map FILE names, as the reference lists
+    ``segmentations/`` (the order decides which study lands in which fold).
+    """
+    segmented = sorted((Path(item["segmentation"]).name, item["study"]) for item in items if item.get("segmentation"))
+    return sklearn_kfold([study for _, study in segmented], n_folds, seed)
+
+
+def classification_folds(
+    train_csv: str | os.PathLike, n_folds: int = NUM_FOLDS, seed: int = FOLD_SEED
+) -> list[list[str]]:
+    """Stage-2 folds: the studies (sorted) of each fold of ``StratifiedKFold`` on ``patient_overall``.
+
+    The studies enter in ``train.csv`` row order (rows :func:`read_train_csv` skips are left out, which shifts
+    the split: the competition's file has none).
+    """
+    labels, _ = read_train_csv(train_csv)
+    studies = list(labels)
+    return sklearn_stratified_kfold(studies, [labels[s][0] for s in studies], n_folds, seed)
+
+
+def fold_items(items: Sequence[dict], folds: Sequence[Sequence[str]], fold: int) -> tuple[list[dict], list[dict]]:
+    """The ``items`` of the training folds and of validation fold ``fold`` (items of no fold are left out)."""
+    train, val = train_val_ids(folds, fold)
+    train_set, val_set = set(train), set(val)
+    return [i for i in items if i["study"] in train_set], [i for i in items if i["study"] in val_set]

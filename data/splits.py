@@ -1,10 +1,23 @@
-"""Cross-validation splits that keep a stratum (a class, a lesion-size tertile) balanced across folds."""
+"""Cross-validation splits that keep a stratum (a class, a lesion-size tertile) balanced across folds.
+
+:func:`stratified_kfold` is this project's own dealing scheme; :func:`sklearn_kfold` and
+:func:`sklearn_stratified_kfold` reproduce scikit-learn's shuffled ``KFold`` / ``StratifiedKFold`` fold for fold,
+for recipes whose reference split was made with them (the RSNA cervical spine folds, seed 777).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold
+
+
+def _check_ids(ids: Sequence[str], n_folds: int) -> None:
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    if not 2 <= n_folds <= len(ids):
+        raise ValueError(f"n_folds must be between 2 and the number of ids ({len(ids)}), got {n_folds}")
 
 
 def case_sort_key(case: str) -> tuple[int, int, str]:
@@ -23,10 +36,7 @@ def stratified_kfold(ids: Sequence[str], strata: Sequence[Hashable], n_folds: in
     """
     if len(ids) != len(strata):
         raise ValueError(f"got {len(ids)} ids but {len(strata)} strata")
-    if len(set(ids)) != len(ids):
-        raise ValueError("ids must be unique")
-    if not 2 <= n_folds <= len(ids):
-        raise ValueError(f"n_folds must be between 2 and the number of ids ({len(ids)}), got {n_folds}")
+    _check_ids(ids, n_folds)
     rng = np.random.default_rng(seed)
     folds: list[list[str]] = [[] for _ in range(n_folds)]
     offset = 0
@@ -38,6 +48,33 @@ def stratified_kfold(ids: Sequence[str], strata: Sequence[Hashable], n_folds: in
             folds[(offset + position) % n_folds].append(item)
         offset += len(members)
     return [sorted(fold) for fold in folds]
+
+
+def sklearn_kfold(ids: Sequence[str], n_folds: int, seed: int) -> list[list[str]]:
+    """Validation ids of each fold of ``sklearn.model_selection.KFold(n_folds, shuffle=True, random_state=seed)``.
+
+    The folds depend on the ORDER of ``ids`` (KFold shuffles positions), so pass them in the order the
+    reference split them. Returns the ids of each fold sorted.
+    """
+    _check_ids(ids, n_folds)
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [sorted(ids[i] for i in test) for _, test in splitter.split(np.zeros(len(ids)))]
+
+
+def sklearn_stratified_kfold(
+    ids: Sequence[str], strata: Sequence[Hashable], n_folds: int, seed: int
+) -> list[list[str]]:
+    """Validation ids of each fold of ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)`` on ``strata``.
+
+    Order-dependent like :func:`sklearn_kfold`; every stratum needs at least ``n_folds`` members (sklearn warns
+    otherwise and deals what there is). Returns the ids of each fold sorted.
+    """
+    if len(ids) != len(strata):
+        raise ValueError(f"got {len(ids)} ids but {len(strata)} strata")
+    _check_ids(ids, n_folds)
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    codes = np.unique([str(s) for s in strata], return_inverse=True)[1]
+    return [sorted(ids[i] for i in test) for _, test in splitter.split(np.zeros(len(ids)), codes)]
 
 
 def quantile_strata(values: Sequence[float], n_groups: int = 3) -> list[int]:

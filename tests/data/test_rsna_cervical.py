@@ -1,4 +1,5 @@
-"""RSNA cervical spine datalist: items, segmentations, skipped entries with reasons, label classes."""
+"""RSNA cervical spine datalist: items, segmentations, skipped entries with reasons, label classes, CV folds
+(the reference's stage-1 seg_folds.csv reproduced exactly)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from data.rsna_cervical import load_rsna_cervical_datalist, load_rsna_cervical_test_datalist, read_segmentation
+from data.rsna_cervical import (
+    classification_folds,
+    fold_items,
+    load_rsna_cervical_datalist,
+    load_rsna_cervical_test_datalist,
+    read_segmentation,
+    segmentation_folds,
+)
+from data.splits import sklearn_stratified_kfold
 
 HEADER = "StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7\n"
 
@@ -62,3 +71,52 @@ def test_segmentation_keeps_c1_to_c7_only(tmp_path):
     nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "s.nii")
     out = read_segmentation(tmp_path / "s.nii", np.eye(4), labels.shape)
     assert np.array_equal(out[:, 0, 0], [0, 1, 2, 3, 4, 5, 6, 7, 0, 0])
+
+
+UID_ROOT = "1.2.826.0.1.3680043"
+# seg_folds.csv of selimsef/rsna_cervical_fracture: fold -> last UID component of its studies
+REFERENCE_SEG_FOLDS = {
+    0: [10921, 18906, 20647, 20928, 2243, 24617, 27292, 32370, 32658, 5782, 5783],
+    1: [11988, 12292, 14267, 1480, 1542, 1573, 18480, 26492, 29425, 30067, 5002],
+    2: [18968, 19021, 20120, 30487, 30640, 32590, 3376, 6078, 6125, 6376, 9926],
+    3: [12281, 18935, 19333, 24606, 25833, 26498, 26898, 28665, 32071, 8024, 8574],
+    4: [17960, 21321, 24891, 25704, 26740, 26979, 28327, 30565, 5671, 8330, 8744],
+    5: [10633, 11827, 12833, 15206, 17481, 26442, 30524, 3168, 32280, 32434, 3992],
+    6: [1363, 16092, 16919, 1868, 23904, 24140, 28025, 32436, 3882, 4769, 8884],
+    7: [19388, 21651, 26068, 26110, 26990, 27016, 27752, 31077, 4202, 780],
+}
+
+
+def test_segmentation_folds_reproduce_the_reference_split():
+    expected = [sorted(f"{UID_ROOT}.{n}" for n in REFERENCE_SEG_FOLDS[k]) for k in range(8)]
+    studies = [uid for fold in expected for uid in fold]
+    items = [
+        {"study": uid, "image": f"train_images/{uid}", "segmentation": f"segmentations/{uid}.nii"}
+        for uid in reversed(studies)
+    ]
+    items.append({"study": f"{UID_ROOT}.1", "image": "train_images/x"})  # not segmented: in no stage-1 fold
+    assert segmentation_folds(items) == expected
+    train, val = fold_items(items, expected, 1)  # the reference trains fold 1
+    assert {i["study"] for i in val} == set(expected[1])
+    assert len(train) == 87 - 11 and not {i["study"] for i in train} & set(expected[1])
+
+
+def _write_train_csv(path, n):
+    rows = ["StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7"]
+    for i in range(n):
+        fractured = int(i % 3 == 0)
+        rows.append(f"{UID_ROOT}.{100 + i},{fractured},{fractured},0,0,0,0,0,0")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_classification_folds_are_sklearn_stratified_and_balanced(tmp_path):
+    csv = tmp_path / "train.csv"
+    _write_train_csv(csv, 80)
+    folds = classification_folds(csv)
+    assert folds == classification_folds(csv)  # deterministic
+    assert len(folds) == 8 and sorted(s for f in folds for s in f) == sorted(f"{UID_ROOT}.{100 + i}" for i in range(80))
+    positives = [sum(int(s.rsplit(".", 1)[1]) % 3 == 1 for s in f) for f in folds]  # i % 3 == 0 <=> 100 + i % 3 == 1
+    assert max(positives) - min(positives) <= 1
+    ids = [f"{UID_ROOT}.{100 + i}" for i in range(80)]
+    assert folds == sklearn_stratified_kfold(ids, [int(i % 3 == 0) for i in range(80)], 8, 777)
+    assert folds != classification_folds(csv, seed=778)

@@ -1,0 +1,152 @@
+"""A text log of every training run in its output folder: what the console shows, plus full tracebacks."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["RunLog", "root_cause", "error_summary"]
+
+# MONAI's config runner wraps every failure of an expression or component in a RuntimeError raised ``from`` the
+# real error (monai.bundle.config_item.ConfigExpression.evaluate, monai.utils.module.instantiate).
+_CONFIG_WRAPPERS = ("Failed to evaluate ", "Failed to instantiate ")
+# A failure inside a DataLoader worker is re-raised with the worker's traceback in the message (torch ExceptionWrapper).
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error behind MONAI's config-runner wrappers: the one whose message names the file, key or value."""
+    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith(_CONFIG_WRAPPERS):
+        exc = exc.__cause__
+    return exc
+
+
+def error_summary(exc: BaseException) -> str:
+    """``"<type>: <message>"`` of the root cause on one line (a DataLoader worker's traceback reduced to its error)."""
+    cause = root_cause(exc)
+    message = str(cause)
+    if _WORKER_TRACEBACK in message:
+        lines = [line for line in message.splitlines() if line.strip()]
+        return lines[-1]
+    return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
+
+
+class RunLog:
+    """Write ``<output_dir>/log.txt`` for a run: every record the console shows, and full tracebacks.
+
+    On ``attach`` (when the workflow is initialised) a ``logging.FileHandler`` is added to the root logger, where the
+    bundle's ``logging.conf`` puts the console handler, so the file receives the same records (ignite's and MONAI's
+    engine loggers propagate to the root). The file is opened for appending and each run starts with a header line,
+    so a resumed run continues the same file. It is detached at ``COMPLETED``.
+
+    Errors: at ignite's ``EXCEPTION_RAISED`` the full traceback goes to the file only, the console keeps ignite's
+    one-line "Engine run is terminating due to exception" record, and the exception is re-raised (ignite calls only
+    the handlers attached for that event, in order, and the first to raise ends the sequence: list this handler
+    before ``StatsHandler``, whose own exception handler prints the traceback on the console). With ``brief_errors``
+    the process's ``sys.excepthook`` is replaced so that a command that fails ends with one line on stderr, the root
+    cause behind MONAI's config wrappers (``error_summary``) and the path of this log, the full traceback going to
+    the file; it is restored when the run completes.
+
+    Under DDP every rank writes its own file, rank 0 ``log.txt``, rank r ``log_rank<r>.txt``: one shared file would
+    interleave the ranks' lines, and a failure on another rank (a bad case in its shard) must still be written
+    somewhere. The multi-GPU configs lower the engine loggers of ranks > 0 to warnings, so their files stay short.
+
+    Args:
+        output_dir: the run's output folder.
+        filename: name of the log file of rank 0.
+        level: lowest level written.
+        fmt: ``logging.Formatter`` format of the records, the bundles' ``logging.conf`` format by default.
+        brief_errors: replace ``sys.excepthook`` as described above (command-line runs).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        filename: str = "log.txt",
+        level: int = logging.INFO,
+        fmt: str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s",
+        brief_errors: bool = True,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.filename = filename
+        self.level = level
+        self.fmt = fmt
+        self.brief_errors = brief_errors
+        self.path: Path | None = None
+        self.handler: logging.FileHandler | None = None
+        self._previous_hook = sys.excepthook
+        self._logged: set[int] = set()
+
+    def attach(self, engine: Engine) -> None:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        name = Path(self.filename)
+        self.path = self.output_dir / (self.filename if rank == 0 else f"{name.stem}_rank{rank}{name.suffix}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+        self.handler.setLevel(self.level)
+        self.handler.setFormatter(logging.Formatter(self.fmt))
+        self.handler.stream.write(f"===== {datetime.now():%Y-%m-%d %H:%M:%S} run started: {shlex.join(sys.argv)}\n")
+        self.handler.flush()
+        logging.getLogger().addHandler(self.handler)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+        if self.brief_errors:
+            previous = sys.excepthook
+            # a hook left behind by an earlier failed run in this process is replaced, not chained
+            self._previous_hook = previous.__self__._previous_hook if _is_run_log_hook(previous) else previous
+            sys.excepthook = self.excepthook
+
+    def exception_raised(self, engine: Engine, e: Exception) -> None:
+        """Write the traceback of ``e`` to the file (not the console), detach, and re-raise ``e``."""
+        if self.handler is not None:
+            record = logging.LogRecord(
+                engine.logger.name, logging.ERROR, __file__, 0, f"{error_summary(e)}", None, (type(e), e, e.__traceback__)
+            )
+            self.handler.handle(record)
+            self._logged.add(id(e))
+        self._detach()
+        raise e
+
+    def completed(self, engine: Engine) -> None:
+        self._detach()
+        if sys.excepthook == self.excepthook:
+            sys.excepthook = self._previous_hook
+
+    def excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        """Print one line for a failed command; append its full traceback (or, if already there, its context) to the file."""
+        if not isinstance(exc, Exception) or self.path is None:
+            self._previous_hook(exc_type, exc, tb)
+            return
+        logged_before = any(id(e) in self._logged for e in _chain(exc))
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} - command failed: {error_summary(exc)}\n")
+            # the cause's traceback is already above; the outer error still says which config item failed
+            log.writelines(traceback.format_exception(exc_type, exc, tb, chain=not logged_before))
+        print(f"ERROR: {error_summary(exc)}\n(full traceback in {self.path})", file=sys.stderr)
+
+    def _detach(self) -> None:
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return seen
+
+
+def _is_run_log_hook(hook: object) -> bool:
+    return isinstance(getattr(hook, "__self__", None), RunLog)

@@ -39,7 +39,8 @@ def toy_workflow(
     out: Path, scores: Sequence[float], handlers: Sequence[Any] = (), resume: bool = False, stop_after: int | None = None
 ) -> tuple[SupervisedTrainer, EpochHistory]:
     """Trainer (SGD, halving learning rate per epoch) validated every epoch; best weights in ``out/model.pt``,
-    resumable checkpoint (with the history) in ``out/latest.pt``. ``handlers`` get the history as argument."""
+    resumable checkpoint (with the history) in ``out/latest.pt``. ``handlers`` are factories called with the history and
+    the evaluator."""
     network = torch.nn.Linear(3, 1)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
@@ -52,12 +53,11 @@ def toy_workflow(
     trainer = SupervisedTrainer(
         device=torch.device("cpu"), max_epochs=4, train_data_loader=DATA, network=network, optimizer=optimizer,
         loss_function=torch.nn.MSELoss(),
-        train_handlers=[ValidationHandler(interval=1, validator=evaluator), *[h(history) for h in handlers]],
+        train_handlers=[ValidationHandler(interval=1, validator=evaluator), *[h(history, evaluator) for h in handlers]],
     )  # fmt: skip
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())
     save_dict = {"trainer": trainer, "network": network, "optimizer": optimizer, "scheduler": scheduler, "history": history}
     ResumableCheckpoint(out / "latest.pt", save_dict, resume=resume).attach(trainer)
     if stop_after is not None:
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())
-    trainer.evaluator = evaluator
     return trainer, history

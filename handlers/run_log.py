@@ -42,7 +42,7 @@ def error_summary(exc: BaseException) -> str:
 class RunLog:
     """Write ``<output_dir>/log.txt`` for a run: every record the console shows, and full tracebacks.
 
-    On ``attach`` (when the workflow is initialised) a ``logging.FileHandler`` is added to the root logger, where the
+    On ``start`` (or ``attach``) a ``logging.FileHandler`` is added to the root logger, where the
     bundle's ``logging.conf`` puts the console handler, so the file receives the same records (ignite's and MONAI's
     engine loggers propagate to the root). The file is opened for appending and each run starts with a header line,
     so a resumed run continues the same file. It is detached at ``COMPLETED``.
@@ -86,6 +86,15 @@ class RunLog:
         self._logged: set[int] = set()
 
     def attach(self, engine: Engine) -> None:
+        self.start()
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def start(self) -> None:
+        """Open the file (and replace the excepthook) now, before ``attach``: a bundle calls it first in
+        ``initialize``, so that errors while the workflow is built are caught as well. Later calls do nothing."""
+        if self.handler is not None:
+            return
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         name = Path(self.filename)
         self.path = self.output_dir / (self.filename if rank == 0 else f"{name.stem}_rank{rank}{name.suffix}")
@@ -96,8 +105,6 @@ class RunLog:
         self.handler.stream.write(f"===== {datetime.now():%Y-%m-%d %H:%M:%S} run started: {shlex.join(sys.argv)}\n")
         self.handler.flush()
         logging.getLogger().addHandler(self.handler)
-        engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
-        engine.add_event_handler(Events.COMPLETED, self.completed)
         if self.brief_errors:
             previous = sys.excepthook
             # a hook left behind by an earlier failed run in this process is replaced, not chained

@@ -90,3 +90,15 @@ def test_ranks_after_the_first_write_their_own_file(tmp_path, info_logging, monk
     RunLog(tmp_path, brief_errors=False).attach(engine)
     engine.run([0], max_epochs=1)
     assert "epoch 1 done" in (tmp_path / "log_rank1.txt").read_text() and not (tmp_path / "log.txt").exists()
+
+
+def test_started_before_the_engine_exists_it_logs_from_then_on(tmp_path, info_logging):
+    run_log = RunLog(tmp_path)
+    run_log.start()
+    logging.getLogger("bundle").info("building the workflow")
+    engine = _engine()
+    run_log.attach(engine)
+    engine.run([0], max_epochs=1)
+    text = (tmp_path / "log.txt").read_text()
+    assert text.count("run started") == 1 and text.index("building the workflow") < text.index("epoch 1 done")
+    assert not _attached(tmp_path)

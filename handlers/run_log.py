@@ -43,9 +43,10 @@ class RunLog:
     """Write ``<output_dir>/log.txt`` for a run: every record the console shows, and full tracebacks.
 
     On ``start`` (or ``attach``) a ``logging.FileHandler`` is added to the root logger, where the
-    bundle's ``logging.conf`` puts the console handler, so the file receives the same records (ignite's and MONAI's
-    engine loggers propagate to the root). The file is opened for appending and each run starts with a header line,
-    so a resumed run continues the same file. It is detached at ``COMPLETED``.
+    bundle's ``logging.conf`` puts the console handler, and to the loggers that print on their own without
+    propagating to the root (MONAI's ``StatsHandler``), so the file receives what the console shows (the progress bar
+    aside). The file is opened for appending and each run starts with a header line, so a resumed run continues the
+    same file. It is detached after the other ``COMPLETED`` handlers.
 
     Errors: at ignite's ``EXCEPTION_RAISED`` the full traceback goes to the file only, the console keeps ignite's
     one-line "Engine run is terminating due to exception" record, and the exception is re-raised (ignite calls only
@@ -87,8 +88,10 @@ class RunLog:
 
     def attach(self, engine: Engine) -> None:
         self.start()
+        self._add_to_loggers()  # the workflow's handlers, built by now, may have made their own loggers
         engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
-        engine.add_event_handler(Events.COMPLETED, self.completed)
+        # registered when the run starts, so that it runs after every other COMPLETED handler and keeps their records
+        engine.add_event_handler(Events.STARTED, lambda e: e.add_event_handler(Events.COMPLETED, self.completed))
 
     def start(self) -> None:
         """Open the file (and replace the excepthook) now, before ``attach``: a bundle calls it first in
@@ -104,7 +107,7 @@ class RunLog:
         self.handler.setFormatter(logging.Formatter(self.fmt))
         self.handler.stream.write(f"===== {datetime.now():%Y-%m-%d %H:%M:%S} run started: {shlex.join(sys.argv)}\n")
         self.handler.flush()
-        logging.getLogger().addHandler(self.handler)
+        self._add_to_loggers()
         if self.brief_errors:
             previous = sys.excepthook
             # a hook left behind by an earlier failed run in this process is replaced, not chained
@@ -139,11 +142,26 @@ class RunLog:
             log.writelines(traceback.format_exception(exc_type, exc, tb, chain=not logged_before))
         print(f"ERROR: {error_summary(exc)}\n(full traceback in {self.path})", file=sys.stderr)
 
+    def _add_to_loggers(self) -> None:
+        for logger in _console_loggers():
+            logger.addHandler(self.handler)
+
     def _detach(self) -> None:
         if self.handler is not None:
-            logging.getLogger().removeHandler(self.handler)
+            for logger in _console_loggers():
+                logger.removeHandler(self.handler)
             self.handler.close()
             self.handler = None
+
+
+def _console_loggers() -> list[logging.Logger]:
+    """The root logger and the loggers that do not propagate to it (MONAI's ``StatsHandler`` logs through
+    ``monai.apps.get_logger``, which gives the logger its own console handler and stops propagation)."""
+    others = [
+        logger for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.propagate
+    ]  # fmt: skip
+    return [logging.getLogger(), *others]
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

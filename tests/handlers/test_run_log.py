@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from monai.apps import get_logger
 
 from formats.errors import CaseReadError
 from handlers.run_log import RunLog, error_summary
@@ -37,13 +38,17 @@ def info_logging(caplog, monkeypatch):
 
 
 def test_the_console_records_of_a_run_go_to_the_file_and_a_resume_appends(tmp_path, info_logging):
+    own_console = get_logger("test_run_log.stats")  # as MONAI's StatsHandler: own console handler, no propagation
     for _ in range(2):
         engine = _engine()
         RunLog(tmp_path).attach(engine)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: own_console.info("metrics of %d", e.state.epoch))
+        engine.add_event_handler(Events.COMPLETED, lambda e: logging.getLogger("summary").info("summary written"))
         engine.run([0, 1], max_epochs=2)
     text = (tmp_path / "log.txt").read_text()
     assert text.count("run started:") == 2 and text.startswith("===== ")
     assert text.count("epoch 2 done") == 2 and " - INFO - epoch 1 done" in text
+    assert text.count("metrics of 2") == 2 and text.count("summary written") == 2
     assert not _attached(tmp_path) and not isinstance(getattr(sys.excepthook, "__self__", None), RunLog)
 
 

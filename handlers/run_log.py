@@ -117,9 +117,8 @@ class RunLog:
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         """Write the traceback of ``e`` to the file (not the console), detach, and re-raise ``e``."""
         if self.handler is not None:
-            record = logging.LogRecord(
-                engine.logger.name, logging.ERROR, __file__, 0, f"{error_summary(e)}", None, (type(e), e, e.__traceback__)
-            )
+            exc_info = (type(e), e, e.__traceback__)
+            record = logging.LogRecord(engine.logger.name, logging.ERROR, __file__, 0, error_summary(e), None, exc_info)
             self.handler.handle(record)
             self._logged.add(id(e))
         self._detach()
@@ -131,7 +130,8 @@ class RunLog:
             sys.excepthook = self._previous_hook
 
     def excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        """Print one line for a failed command; append its full traceback (or, if already there, its context) to the file."""
+        """Print one line for a failed command; append its full traceback (or, when the engine already wrote the
+        cause's, the outer error's) to the file."""
         if not isinstance(exc, Exception) or self.path is None:
             self._previous_hook(exc_type, exc, tb)
             return
@@ -140,7 +140,8 @@ class RunLog:
             log.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} - command failed: {error_summary(exc)}\n")
             # the cause's traceback is already above; the outer error still says which config item failed
             log.writelines(traceback.format_exception(exc_type, exc, tb, chain=not logged_before))
-        print(f"ERROR: {error_summary(exc)}\n(full traceback in {self.path})", file=sys.stderr)
+        # on a line of its own: a progress bar interrupted by the error has not ended its line
+        print(f"\nERROR: {error_summary(exc)}\n(full traceback in {self.path})", file=sys.stderr)
 
     def _add_to_loggers(self) -> None:
         for logger in _console_loggers():

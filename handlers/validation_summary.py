@@ -75,8 +75,8 @@ class ValidationSummary:
         validated = [row for row in self.history.rows if row["metrics"].get(key) is not None]
         best = None
         for row in validated:
-            score = row["metrics"][key]
-            if best is None or (score > best["metrics"][key] if self.higher_is_better else score < best["metrics"][key]):
+            score, best_score = row["metrics"][key], None if best is None else best["metrics"][key]
+            if best is None or (score > best_score if self.higher_is_better else score < best_score):
                 best = row
         last = self.history.rows[-1] if self.history.rows else None
         summary: dict[str, Any] = {

@@ -34,12 +34,13 @@ def test_png_is_redrawn_every_epoch_from_loss_metrics_lr_and_time(tmp_path):
 
 
 def test_history_continues_after_a_resume(tmp_path):
-    first, history = toy_workflow(tmp_path, scores=[0.2, 0.7], handlers=[lambda h, e: ProgressPlot(h, tmp_path / "p.png")],
-                                  stop_after=2)  # fmt: skip
+    def plot(history, evaluator):
+        return ProgressPlot(history, tmp_path / "p.png")
+
+    first, history = toy_workflow(tmp_path, scores=[0.2, 0.7], handlers=[plot], stop_after=2)
     first.run()
     before = [dict(row) for row in history.rows]
-    resumed, history = toy_workflow(tmp_path, scores=[0.5, 0.6], handlers=[lambda h, e: ProgressPlot(h, tmp_path / "p.png")],
-                                    resume=True)  # fmt: skip
+    resumed, history = toy_workflow(tmp_path, scores=[0.5, 0.6], handlers=[plot], resume=True)
     resumed.run()
     assert [row["epoch"] for row in history.rows] == [1, 2, 3, 4]
     assert history.rows[:2] == before

@@ -75,7 +75,7 @@ def test_a_failed_command_ends_with_one_line_naming_the_root_cause(tmp_path, inf
     except RuntimeError as wrapped:
         sys.excepthook(type(wrapped), wrapped, wrapped.__traceback__)
     err = capsys.readouterr().err
-    assert err == f"ERROR: CaseReadError: case_7.png: image is 0x0\n(full traceback in {tmp_path / 'log.txt'})\n"
+    assert err == f"\nERROR: CaseReadError: case_7.png: image is 0x0\n(full traceback in {tmp_path / 'log.txt'})\n"
     text = (tmp_path / "log.txt").read_text()
     assert "command failed: CaseReadError: case_7.png" in text and "Failed to evaluate" in text
     assert text.count("in _read_case") == 1, "the cause's traceback is written once"

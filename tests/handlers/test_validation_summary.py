@@ -19,7 +19,8 @@ def _summary(tmp_path, from_evaluator: bool = False, **kwargs):
 
 
 def test_summary_names_the_best_epoch_its_metrics_and_weights(tmp_path):
-    trainer, _ = toy_workflow(tmp_path, scores=[0.2, 0.7, 0.5, 0.7], handlers=[_summary(tmp_path, key_metric="val_score")])
+    summary = _summary(tmp_path, key_metric="val_score")
+    trainer, _ = toy_workflow(tmp_path, scores=[0.2, 0.7, 0.5, 0.7], handlers=[summary])
     trainer.run()
     summary = json.loads((tmp_path / "validation_summary.json").read_text())
     assert summary["key_metric"] == "val_score"
@@ -39,9 +40,10 @@ def test_lower_is_better_key_metric(tmp_path):
 
 
 def test_after_a_resume_the_best_epoch_covers_the_whole_run(tmp_path, caplog):
-    first, _ = toy_workflow(tmp_path, scores=[0.2, 0.7], stop_after=2, handlers=[_summary(tmp_path, from_evaluator=True)])
+    summary = _summary(tmp_path, from_evaluator=True)
+    first, _ = toy_workflow(tmp_path, scores=[0.2, 0.7], stop_after=2, handlers=[summary])
     first.run()
-    resumed, _ = toy_workflow(tmp_path, scores=[0.5, 0.6], resume=True, handlers=[_summary(tmp_path, from_evaluator=True)])
+    resumed, _ = toy_workflow(tmp_path, scores=[0.5, 0.6], resume=True, handlers=[summary])
     with caplog.at_level(logging.WARNING, logger="handlers.validation_summary"):
         resumed.run()
     summary = json.loads((tmp_path / "validation_summary.json").read_text())

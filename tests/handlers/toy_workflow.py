@@ -36,7 +36,11 @@ class ScriptedScore(Metric):
 
 
 def toy_workflow(
-    out: Path, scores: Sequence[float], handlers: Sequence[Any] = (), resume: bool = False, stop_after: int | None = None
+    out: Path,
+    scores: Sequence[float],
+    handlers: Sequence[Any] = (),
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> tuple[SupervisedTrainer, EpochHistory]:
     """Trainer (SGD, halving learning rate per epoch) validated every epoch; best weights in ``out/model.pt``,
     resumable checkpoint (with the history) in ``out/latest.pt``. ``handlers`` are factories called with the history and
@@ -56,7 +60,8 @@ def toy_workflow(
         train_handlers=[ValidationHandler(interval=1, validator=evaluator), *[h(history, evaluator) for h in handlers]],
     )  # fmt: skip
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())
-    save_dict = {"trainer": trainer, "network": network, "optimizer": optimizer, "scheduler": scheduler, "history": history}
+    save_dict = {"trainer": trainer, "network": network, "optimizer": optimizer, "scheduler": scheduler}
+    save_dict["history"] = history
     ResumableCheckpoint(out / "latest.pt", save_dict, resume=resume).attach(trainer)
     if stop_after is not None:
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())

@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from handlers.history import EpochHistory
 from utils.atomic import atomic_path
@@ -68,6 +69,7 @@ class ProgressPlot:
         lr_axis.plot(epochs, [_nan(row.get("lr")) for row in rows], color="tab:red", marker=".")
         lr_axis.set_ylabel("learning rate")
         lr_axis.set_xlabel("epoch")
+        lr_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         with atomic_path(self.path) as tmp:
             figure.savefig(tmp, format="png", dpi=80)
 

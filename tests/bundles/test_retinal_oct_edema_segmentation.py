@@ -102,6 +102,20 @@ def test_training_keeps_the_best_cube_dice_model_and_a_resumable_checkpoint(trai
     assert list((trained["unet_plus_plus"] / "logs").glob("events.out.tfevents.*")), "TensorBoard logs expected"
 
 
+def test_training_leaves_a_log_a_progress_picture_and_a_validation_summary(trained):
+    run = trained["unet_plus_plus"]
+    log = (run / "log.txt").read_text()
+    assert log.startswith("===== ") and "run started" in log and "val_mean_dice" in log
+    with Image.open(run / "progress.png") as picture:
+        assert picture.format == "PNG"
+    summary = json.loads((run / "validation_summary.json").read_text())
+    assert summary["key_metric"] == "val_mean_dice" and summary["last_epoch"] == 2 and summary["epochs_validated"] == 2
+    assert summary["best_epoch"] in (1, 2) and summary["best_weights_epoch"] == summary["best_epoch"]
+    assert summary["best_weights"].endswith("models/model.pt")
+    history = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)["history"]["rows"]
+    assert [row["epoch"] for row in history] == [1, 2] and history[0]["lr"] == 0.001
+
+
 def test_exported_torchscript_reproduces_the_network(trained, tmp_path):
     target = tmp_path / "model.ts"
     ckpt_export(
@@ -199,6 +213,9 @@ def test_training_resumes_after_the_last_completed_epoch(dataset, trained, tmp_p
         logger.removeHandler(handler)
     assert any(m.endswith("after epoch 1") for m in messages), messages
     assert _epochs_done(run) == 2
+    assert (run / "log.txt").read_text().count("run started") == 2, "the resumed run appends to the log"
+    summary = json.loads((run / "validation_summary.json").read_text())
+    assert summary["last_epoch"] == 2 and summary["epochs_validated"] == 2
 
 
 @pytest.mark.slow

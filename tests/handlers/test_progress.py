@@ -11,3 +11,11 @@ def test_bar_shows_the_transformed_output(capsys):
     engine.run([1.0, 2.0], max_epochs=1)
     err = capsys.readouterr().err
     assert "train" in err and "loss=1" in err
+
+
+def test_a_single_number_is_labelled_loss(capsys):
+    engine = Engine(lambda engine, batch: {"loss": 0.25 * batch})
+    ProgressBar(output_transform=lambda output: output["loss"], desc="train").attach(engine)
+    engine.run([1.0, 2.0], max_epochs=1)
+    err = capsys.readouterr().err
+    assert "loss=0.5" in err and "output=" not in err

@@ -89,7 +89,8 @@ class IgnoreMaskDiceLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must be (B, {self.num_classes}, H, W), got {tuple(logits.shape)}.")
-        target = one_hot(self._with_channel(target, "target", logits.shape).long(), self.num_classes, dtype=logits.dtype)
+        target = self._with_channel(target, "target", logits.shape).long()
+        target = one_hot(target, self.num_classes, dtype=logits.dtype)
         if mask is None:
             mask = torch.ones_like(logits[:, :1])
         else:

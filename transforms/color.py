@@ -197,8 +197,8 @@ class RandGaussianBlurd(RandomizableTransform, MapTransform):
     """Gaussian blur with probability ``prob``, one ``sigma ~ U(sigma_range)`` (pixels) for all spatial axes.
 
     Channel-first images, every channel blurred alike; the kernel is MONAI's sampled-erf Gaussian truncated at
-    ``truncated`` sigmas and renormalised to sum 1, and edge pixels are repeated beyond the border (PIL's ``GaussianBlur``). All keys share
-    one draw.
+    ``truncated`` sigmas and renormalised to sum 1, and edge pixels are repeated beyond the border (PIL's
+    ``GaussianBlur``). All keys share one draw.
     """
 
     def __init__(

@@ -128,7 +128,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     ``pred`` and the rest as ``unlabelled_outputs``. ``unlabelled_loss``: pseudo-labels = argmax of the weak
     prediction, ignored below the confidence threshold (0.95), replaced by ``u_mix``'s inside the CutMix boxes;
     ``loss = (sup_loss + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2``. No teacher, no ``after_step``.
-    ``tests/engines/test_semi_supervised.py`` holds a minimal version of it.
+    ``engines.unimatch.UniMatchTrainer`` implements it; ``tests/engines/test_semi_supervised.py`` holds a minimal
+    version that pins these hooks.
 
     Checkpoints. Put ``"trainer"`` (this engine) and the networks and optimizer in the ``save_dict`` of
     ``handlers.checkpoint.ResumableCheckpoint`` (or MONAI's ``CheckpointSaver``/``CheckpointLoader``). The

@@ -43,7 +43,7 @@ Stage-1 pipelines (listed in the bundle's config; axes ``(C, X=column, Y=row, Z)
   ``OneOf[GridDistortion(distort_limit 0.1), ElasticTransform] p 0.2`` -> 2-D ``RandAffined`` (translate
   0.1 x size px, scale 1 +- 0.1 drawn per axis instead of one isotropic factor, rotate +-20 deg), ``RandFlipd``
   on spatial axis 0 (image columns = the width albumentations flips), and ``OneOf[RandGridDistortiond(num_cells
-  5, distort_limit 0.1), Rand2DElasticd]`` each with prob 0.2, all inside :class:`transforms.volume.InPlaned`
+  5, distort_limit 0.1), Rand2DElasticd]`` each with prob 0.2, all inside :class:`transforms.spatial.InPlaned`
   (one draw shared by all slices). albumentations 1.x ``ElasticTransform`` defaults (alpha 1, sigma 50,
   alpha_affine 50) make its elastic field sub-pixel and its effect a random affine that jitters three points
   85 px from the centre (at 256) by +-50 px: matrix entries +-0.59 (triangular, std 0.24); ``Rand2DElasticd``

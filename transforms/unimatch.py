@@ -24,7 +24,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, CopyItemsd, MapTransform, RandomizableTransform, Transform
 
-from transforms.color import RandColorJitterd, RandGaussianBlurd
+from transforms.intensity import RandColorJitterd, RandGaussianBlurd
 
 __all__ = ["RandCutMixBoxd", "cutmix", "sample_cutmix_box", "unimatch_strong_views"]
 

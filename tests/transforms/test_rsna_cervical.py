@@ -65,7 +65,7 @@ PIPELINES = """
             {"_target_": "RandSpatialCropd", "keys": "@stage1_keys", "roi_size": [-1, -1, "@crop_slices"], "random_size": false},
             {"_target_": "SpatialPadd", "keys": "@stage1_keys", "spatial_size": [-1, -1, "@crop_slices"], "method": "end"},
             {"_target_": "DivisiblePadd", "keys": "@stage1_keys", "k": [1, 1, 16], "method": "end"},
-            {"_target_": "transforms.volume.InPlaned", "keys": "@stage1_keys", "slice_axis": 2, "transforms": "@in_plane_augmentation"},
+            {"_target_": "transforms.spatial.InPlaned", "keys": "@stage1_keys", "slice_axis": 2, "transforms": "@in_plane_augmentation"},
             {"_target_": "EnsureTyped", "keys": "@stage1_keys", "track_meta": false},
             {"_target_": "CastToTyped", "keys": "segmentation", "dtype": "$torch.long"}
         ]

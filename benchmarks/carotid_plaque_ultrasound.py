@@ -385,7 +385,7 @@ def _bare_loop(
     """The trainer's step by hand: zero_grad at the start of each accumulation window, forward (autocast on
     CUDA), loss / accumulation, backward (GradScaler on CUDA), step at the end of each window / the epoch."""
     optimizer = _new_optimizer(net)
-    loss_function = MagnetLoss()
+    loss_function = MagnetLoss(split_views_output)
     scaler = torch.GradScaler("cuda") if amp else None
     net.train()
     loss = torch.zeros(())
@@ -429,7 +429,7 @@ def _supervised_trainer(
         train_data_loader=batches,
         network=net,
         optimizer=_new_optimizer(net),
-        loss_function=MagnetLoss(),
+        loss_function=MagnetLoss(split_views_output),
         prepare_batch=PrepareBatchMultiTarget(target_keys=("label", "cls")),
         amp=amp,
         accumulation_steps=ACCUMULATION_STEPS,
@@ -456,7 +456,7 @@ def _mean_teacher_trainer(seed: int) -> Callable[..., float]:
             train_data_loader=batches,
             network=net,
             optimizer=_new_optimizer(net),
-            loss_function=MagnetLoss(),
+            loss_function=MagnetLoss(split_views_output),
             teacher_network=copy.deepcopy(net),
             unlabelled_data_loader=_unlabelled_batches(batches, seed),
             consistency={

@@ -17,6 +17,7 @@ first 15 epochs (see :meth:`MagnetLoss.cls_warmup_handler`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -26,7 +27,6 @@ from monai.losses import DiceFocalLoss
 from torch import nn
 
 from losses.classification import LabelSmoothingBCEWithLogitsLoss
-from networks.magnet import split_views_output
 
 __all__ = ["magnet_seg_loss", "MagnetLoss"]
 
@@ -53,8 +53,10 @@ def magnet_seg_loss(num_classes: int = 3) -> DiceFocalLoss:
 class MagnetLoss(nn.Module):
     """Supervised MAGNET loss: ``seg_loss(both views) + cls_weight * cls_loss``.
 
-    ``forward(pred, target)`` takes the network output ``pred`` (B, 2C+1, H, W) (see
-    ``networks.magnet.split_views_output``) and ``target = {"label": (B, 2, H, W) class indices
+    ``forward(pred, target)`` takes the network output ``pred``, which ``split_output`` turns into
+    ``(long logits (B, C, H, W), transverse logits (B, C, H, W), risk logit (B,))`` (for MagnetNet's packed
+    output: ``networks.magnet.split_views_output``, given by the bundle config, so that the loss does not depend
+    on a network's layout), and ``target = {"label": (B, 2, H, W) class indices
     [long, trans], "cls": (B, 1) 0/1}``, the layout ``engines.prepare_batch.PrepareBatchMultiTarget`` gives.
     The long and transverse logits (and masks) are concatenated along the batch before ``seg_loss``.
 
@@ -65,6 +67,7 @@ class MagnetLoss(nn.Module):
         "$@loss.cls_warmup_handler(15)"
 
     Args:
+        split_output: ``pred -> (long_logits, trans_logits, cls_logit)``.
         seg_loss: loss of (N, C, H, W) logits vs (N, 1, H, W) class indices; default :func:`magnet_seg_loss`.
         cls_loss: loss of (B,) logits vs (B,) 0/1 targets; default ``LabelSmoothingBCEWithLogitsLoss(0.05)``.
         cls_weight: weight of the classification term.
@@ -73,6 +76,7 @@ class MagnetLoss(nn.Module):
 
     def __init__(
         self,
+        split_output: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
         seg_loss: nn.Module | None = None,
         cls_loss: nn.Module | None = None,
         cls_weight: float = 0.3,
@@ -83,12 +87,13 @@ class MagnetLoss(nn.Module):
         self.cls_loss = cls_loss if cls_loss is not None else LabelSmoothingBCEWithLogitsLoss(smoothing=0.05)
         self.cls_weight = cls_weight
         self.num_classes = num_classes
+        self.split_output = split_output
 
     def supervised_terms(self, pred: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Return ``{"seg": ..., "cls": ..., "total": seg + cls_weight * cls}`` (scalars, for logging too)."""
         if not isinstance(target, dict) or "label" not in target or "cls" not in target:
             raise ValueError("MagnetLoss needs targets {'label': (B, 2, H, W), 'cls': (B, 1)}.")
-        long_logits, trans_logits, cls_logit = split_views_output(pred, num_classes=self.num_classes)
+        long_logits, trans_logits, cls_logit = self.split_output(pred)
         labels = target["label"]
         if labels.ndim != 4 or labels.shape[1] != 2 or labels.shape[2:] != long_logits.shape[2:]:
             raise ValueError(

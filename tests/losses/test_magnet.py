@@ -9,6 +9,7 @@ from ignite.engine import Engine
 
 from losses.classification import LabelSmoothingBCEWithLogitsLoss
 from losses.magnet import MagnetLoss, magnet_seg_loss
+from networks.magnet import split_views_output
 
 
 def _magnet_seg_formula(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ def test_label_smoothing_targets() -> None:
 
 def test_magnet_loss_equals_hand_written_total() -> None:
     pred, target = _batch()
-    terms = MagnetLoss().supervised_terms(pred, target)
+    terms = MagnetLoss(split_views_output).supervised_terms(pred, target)
     # the two views concatenated along the batch, as MAGNET does
     seg_logits = torch.cat([pred[:, 0:3], pred[:, 3:6]], dim=0)
     seg_labels = torch.cat([target["label"][:, 0], target["label"][:, 1]], dim=0)
@@ -65,14 +66,14 @@ def test_magnet_loss_equals_hand_written_total() -> None:
 
 def test_zero_cls_weight_gives_the_segmentation_loss() -> None:
     pred, target = _batch()
-    loss = MagnetLoss(cls_weight=0.0)
+    loss = MagnetLoss(split_views_output, cls_weight=0.0)
     assert loss(pred, target).item() == loss.supervised_terms(pred, target)["seg"].item()
 
 
 def test_gradient_reaches_every_output_channel() -> None:
     pred, target = _batch()
     pred.requires_grad_(True)
-    MagnetLoss()(pred, target).backward()
+    MagnetLoss(split_views_output)(pred, target).backward()
     assert torch.isfinite(pred.grad).all()
     assert all(pred.grad[:, c].abs().sum() > 0 for c in range(7))
 
@@ -80,13 +81,13 @@ def test_gradient_reaches_every_output_channel() -> None:
 def test_bad_targets_raise() -> None:
     pred, target = _batch()
     with pytest.raises(ValueError, match="'label'"):
-        MagnetLoss()(pred, {"label": target["label"][:, :1], "cls": target["cls"]})
+        MagnetLoss(split_views_output)(pred, {"label": target["label"][:, :1], "cls": target["cls"]})
     with pytest.raises(ValueError, match="'cls'"):
-        MagnetLoss()(pred, {"label": target["label"]})
+        MagnetLoss(split_views_output)(pred, {"label": target["label"]})
 
 
 def test_cls_warmup_handler_switches_the_weight_on_after_15_epochs() -> None:
-    loss = MagnetLoss(cls_weight=0.3)
+    loss = MagnetLoss(split_views_output, cls_weight=0.3)
     seen: list[float] = []
     trainer = Engine(lambda engine, batch: seen.append(loss.cls_weight))
     loss.cls_warmup_handler(warmup_epochs=15).attach(trainer)

@@ -197,7 +197,7 @@ def test_training_killed_mid_run_resumes_from_its_last_checkpoint(dataset, tmp_p
     epoch_at_kill = torch.load(latest, weights_only=True)["trainer"]["current_epoch"]
     assert 1 <= epoch_at_kill < 50
     resumed = subprocess.run(_train_command(dataset, out, epoch_at_kill + 1, True), cwd=REPO, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+                             encoding="utf-8", errors="replace", timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {latest} after epoch {epoch_at_kill}" in resumed.stdout + resumed.stderr
     state = torch.load(latest, weights_only=True)["trainer"]
@@ -212,7 +212,7 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
         f"--dataset_dir={dataset}", f"--output_dir={tmp_path}", "--max_epochs=2", "--mt_warmup_epochs=1",
         *[f"--{k}={json.dumps(v)}" if isinstance(v, list) else f"--{k}={v}" for k, v in TINY.items()],
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=400)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["trainer"]["current_epoch"] == 2
 

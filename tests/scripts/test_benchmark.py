@@ -102,7 +102,7 @@ def test_quick_run_prints_every_section_and_saves_the_json(tmp_path: Path) -> No
         "--json",
         str(out),
     ]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for heading in ("torch 2", "MONAI", "torch threads 1", "== 1. Parameters", "== 2. Inference per case",
                     "fastest path with seg argmax agreement", "== 3. Training samples/s", "SupervisedTrainer"):

@@ -40,7 +40,7 @@ def test_tiny_run_from_another_folder(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     command = [sys.executable, str(SCRIPT), "carotid_plaque_ultrasound", str(out), "--cases", "3", "--seed", "1"]
     command += ["--size", "64", "--unlabelled-fraction", "0.34"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (out / "images").iterdir()) == ["0000.h5", "0001.h5", "0002.h5"]
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["0000_label.h5", "0001_label.h5"]

@@ -20,7 +20,7 @@ print(json.dumps({"reset": big.reset, "kind": big.kind, "big": big.delta_mb, "sm
 
 
 def test_cpu_peak_covers_an_allocation_inside_the_block_and_is_reset_on_entry():
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, encoding="utf-8", errors="replace", check=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["kind"].startswith("CPU peak RSS")
     assert figures["big"] > 48

@@ -16,14 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
-from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 from torch.utils.data import DataLoader
 
 from engines.ema import EMATeacher
 from engines.semi_supervised import SemiSupervisedKeys, SemiSupervisedTrainer
-
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
 __all__ = ["ConsistencyTerm", "MeanTeacherKeys", "MeanTeacherTrainer"]
 

@@ -2,8 +2,9 @@
 
 The CCF BDCI 2021 rank-1 inference uses ``ttach`` with ``Compose([VerticalFlip(), HorizontalFlip(),
 Rotate90(angles=[0, 180])])``, i.e. 2 x 2 x 2 = 8 variants whose de-augmented logits are averaged (merge
-``"mean"``), its inference script. A 180-degree rotation is the composition of a vertical and a horizontal flip, so the
-8 variants are the 4 distinct transforms {identity, vflip, hflip, vflip+hflip}, each counted twice:
+``"mean"``; chaineypung/CCF-BDCI-2021-ULSEG-Rank1st, inference script). A 180-degree rotation is the composition
+of a vertical and a horizontal flip, so the 8 variants are the 4 distinct transforms {identity, vflip, hflip,
+vflip+hflip}, each counted twice:
 identity x rot0 = vflip+hflip x rot180, vflip x rot0 = hflip x rot180, and so on. Their mean over 8 therefore
 equals the mean over the 4 distinct ones, which :class:`FlipTTAInferer` computes by default at half the cost
 (``tests/inferers/test_flip_tta.py`` checks the equality against a literal 8-variant loop). The same class gives

@@ -71,7 +71,7 @@ class MagnetLoss(nn.Module):
         seg_loss: loss of (N, C, H, W) logits vs (N, 1, H, W) class indices; default :func:`magnet_seg_loss`.
         cls_loss: loss of (B,) logits vs (B,) 0/1 targets; default ``LabelSmoothingBCEWithLogitsLoss(0.05)``.
         cls_weight: weight of the classification term.
-        num_classes: segmentation classes per view (background included).
+        num_classes: segmentation classes per view (background included), for the default ``seg_loss``.
     """
 
     def __init__(
@@ -86,7 +86,6 @@ class MagnetLoss(nn.Module):
         self.seg_loss = seg_loss if seg_loss is not None else magnet_seg_loss(num_classes)
         self.cls_loss = cls_loss if cls_loss is not None else LabelSmoothingBCEWithLogitsLoss(smoothing=0.05)
         self.cls_weight = cls_weight
-        self.num_classes = num_classes
         self.split_output = split_output
 
     def supervised_terms(self, pred: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

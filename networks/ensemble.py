@@ -1,7 +1,7 @@
 """Ensembles of independently trained models (the k fold models of a cross-validation) and their loading.
 
 The CCF BDCI 2021 rank-1 inference meant to average five fold models, but its five model variables were one
-object, so loading the five checkpoints in turn left the fold-5 weights in all of them (its inference script).
+object, so loading the five checkpoints in turn left the fold-5 weights in all of them (chaineypung/CCF-BDCI-2021-ULSEG-Rank1st, inference script).
 :func:`load_fold_models` builds a new model per checkpoint and :class:`ProbabilityEnsemble` refuses to hold the
 same module twice, so that cannot happen here.
 """

@@ -3,7 +3,7 @@
 The CCF BDCI 2021 ULSEG rank-1 model is ``segmentation_models_pytorch`` 0.1.0 ``Linknet`` with an
 ``efficientnet-b6`` encoder, 1 input channel and 1 output logit. Here it is a :class:`SegmentationModel` of a
 registered encoder (``"efficientnet"``: MONAI's EfficientNet returning the smp skips; ``"resnet"``: MONAI's
-ResNet in the torchvision layout, the seed's ResNet34 ablation), the
+ResNet in the torchvision layout, the rank-1 solution's ResNet34 ablation), the
 :class:`~networks.decoders.linknet.LinkNetDecoder` and a 1x1 conv head.
 
 Parameter counts (1 input channel, 1 output): LinkNet-B6 39,916,245 = encoder 39,402,984 + decoder 513,228 +

@@ -304,8 +304,7 @@ class UNetPlusPlus(nn.Module):
         rename_keys_on_load(self, UNET_PLUS_PLUS_RENAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(x)
-        x00, x10, x20, x30, x40 = features[0], features[1], features[2], features[3], features[4]
+        x00, x10, x20, x30, x40 = self.encoder(x)
         if self.dilation is not None:
             x40 = self.dilation(x40)
         x01 = self.up01(x10, [x00])

@@ -24,7 +24,7 @@ Sometimes(0.5, Elastic α 0.5-3.5, σ 0.25)              ``Rand2DElasticd`` prob
                                                        pixel, offsets std α/√3 (σ 0.25 smooths nothing)
 =====================================================  ===================================================
 
-Masks are resized with ``"nearest-exact"`` (pixel centres aligned with the image's bicubic resize); the seed's
+Masks are resized with ``"nearest-exact"`` (pixel centres aligned with the image's bicubic resize); the rank-1 solution's
 OpenCV ``INTER_NEAREST`` (torch's ``"nearest"``) shifts mask edges by up to half a source pixel against the image.
 The images are resized to ``image_size`` and scaled to [0, 1] *before* augmenting (pixel ranges above are relative
 to ``image_size``), and clipped to [0, 1] after it, as imgaug's uint8 arithmetic would. The README calls the
@@ -46,11 +46,11 @@ __all__ = ["angioma_postprocessing"]
 
 
 def angioma_postprocessing(keys: KeysCollection = "pred", min_size: int = 51, median_window: int = 19) -> Compose:
-    """RSIP then EMF on a thresholded {0, 1} mask ``(1, H, W)`` at the original resolution (the seed's intent).
+    """RSIP then EMF on a thresholded {0, 1} mask ``(1, H, W)`` at the original resolution (the rank-1 solution's intent).
 
     Args:
         keys: mask keys.
-        min_size: components (8-connected) with fewer pixels are deleted; 51 = the seed's "at most 50 px";
+        min_size: components (8-connected) with fewer pixels are deleted; 51 = the rank-1 solution's "at most 50 px";
             0 switches the step off.
         median_window: :class:`transforms.postprocessing.EdgeMedianFilterd` window; 1 switches the step off.
     """

@@ -6,7 +6,6 @@ Importing this package registers every encoder family; add a new family as a mod
 
 from networks.encoders.base import (
     ENCODERS,
-    FeatureEncoder,
     build_encoder,
     check_encoder,
     load_encoder_weights,
@@ -14,4 +13,4 @@ from networks.encoders.base import (
 )
 from networks.encoders import convnext, csn, efficientnet, pvt_v2, resnet, resnet_d, unet  # noqa: F401  (importing registers)
 
-__all__ = ["ENCODERS", "FeatureEncoder", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]
+__all__ = ["ENCODERS", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

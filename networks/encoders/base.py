@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -27,25 +27,11 @@ from networks.checkpoint import load_pretrained_encoder
 
 __all__ = [
     "ENCODERS",
-    "FeatureEncoder",
     "build_encoder",
     "check_encoder",
     "load_encoder_weights",
     "register_encoder",
 ]
-
-
-@runtime_checkable
-class FeatureEncoder(Protocol):
-    """What a decoder may rely on (see the module docstring)."""
-
-    spatial_dims: int
-    out_channels: tuple[int, ...]
-    reductions: tuple[tuple[int, ...], ...]
-
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]: ...
-
-    def remap_pretrained_keys(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
 
 
 #: family name -> builder(**kwargs) -> encoder module

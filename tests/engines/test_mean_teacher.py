@@ -360,9 +360,9 @@ def test_same_losses_gradients_and_teacher_as_the_magnet_shaped_trainer():
         losses.append([float(out[k]) for k in keys])
 
     trainer.run()
-    for got, expected in zip(losses, PINNED_LOSSES):
+    for got, expected in zip(losses, PINNED_LOSSES, strict=True):
         assert got == pytest.approx(expected, rel=1e-5)
-    for got, expected in zip(grads, PINNED_GRADS):
+    for got, expected in zip(grads, PINNED_GRADS, strict=True):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-4)
     teacher_sums = [p.abs().sum().item() for p in trainer.teacher_network.parameters()]
     assert teacher_sums == pytest.approx(PINNED_TEACHER, rel=1e-5)

@@ -12,7 +12,7 @@ from losses.focal_jaccard import FocalJaccardLoss
 
 
 def _reference(logits: np.ndarray, target: np.ndarray, gamma=2.0, weight=0.1, min_voxels=16, eps=1e-4) -> float:
-    """The seed's formula written out with numpy loops (float64)."""
+    """The RSNA 2022 solution's formula (selimsef/rsna_cervical_fracture) written out with numpy loops (float64)."""
     b, c = logits.shape[:2]
     z = logits.reshape(b, c, -1).astype(np.float64)
     t = target.reshape(b, -1)

@@ -40,7 +40,7 @@ def test_rsna_spine_decoder_2plus1d_on_an_anisotropic_3d_encoder():
     decoder = UNetDecoder(
         encoder.out_channels,
         encoder.reductions,
-        decoder_channels=(16, 12, 8, 6),  # the seed's 256, 128, 64, 40
+        decoder_channels=(16, 12, 8, 6),  # the RSNA 2022 solution's 256, 128, 64, 40
         spatial_dims=3,
         upsample="nearest",
         conv_before_concat=True,
@@ -129,6 +129,10 @@ def test_layout_mismatches_raise_with_expected_and_received_values():
     ("resnet", {"variant": "resnet18", "widen_factor": 0.125, "spatial_dims": 3}),
     ("unet", {"features": (4, 8, 16)}),
     ("unet", {"features": (4, 8), "spatial_dims": 3}),
+    ("csn", {"variant": "ir_csn_50", "base_channels": 4, "stage_blocks": (1, 1, 1, 1)}),
+    ("csn", {"variant": "ip_csn_152", "base_channels": 4, "stage_blocks": (1, 1, 1, 1)}),
+    ("pvt_v2", {"variant": "b0", "depths": (1, 1, 1, 1), "dims": (8, 16, 40, 64)}),
+    ("resnet_d", {"variant": "resnet34d", "layers": (1, 1, 1, 1), "widths": (8, 16, 32, 64), "stem_width": 4}),
 ])
 def test_registered_encoders_return_maps_at_their_reductions(family, kwargs):
     encoder = build_encoder(family, in_channels=1, **kwargs).eval()

@@ -1,4 +1,4 @@
-"""Fold ensembles: each model its own weights (not the seed's one shared object), mean of probabilities."""
+"""Fold ensembles: each model its own weights (not the rank-1 solution's one shared object), mean of probabilities."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_the_same_object_twice_is_refused(fold_checkpoints):
     model = small_net()
     with pytest.raises(ValueError, match="more than once"):
         ProbabilityEnsemble([model, model])
-    with pytest.raises(ValueError, match="same module twice"):  # the seed's bug: five names, one model
+    with pytest.raises(ValueError, match="same module twice"):  # the rank-1 solution's bug: five names, one model
         load_fold_models(lambda: model, fold_checkpoints[0])
 
 

@@ -78,7 +78,7 @@ def test_generic_decoder_on_any_encoder_channels():
 
 
 def test_an_encoder_whose_first_map_is_at_stride_4_is_refused():
-    # the silent failure: LinkNet on ConvNeXt returned a half-sized map
+    # LinkNet on ConvNeXt used to return a half-sized map silently
     atto = build_encoder("convnext", variant="atto", in_channels=1, depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
     with pytest.raises(ValueError, match=r"strides \(\(2, 2\), \(4, 4\).*got \(\(4, 4\), \(8, 8\)"):
         LinkNet(atto)

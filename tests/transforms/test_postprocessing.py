@@ -33,7 +33,7 @@ def test_remove_small_objects_8_connected_deletes_specks_below_the_threshold():
 
 def test_postprocessing_pipeline_removes_at_most_50_px_and_can_be_switched_off():
     mask = canvas(100)
-    mask[0, 10:15, 10:20] = 1  # exactly 50 px: removed ("at most 50", the seed's intent)
+    mask[0, 10:15, 10:20] = 1  # exactly 50 px: removed ("at most 50", the rank-1 solution's intent)
     mask[0, 30:40, 30:40] = 1  # 100 px, a square whose corners the median would round
     out = angioma_postprocessing("pred", min_size=51, median_window=1)({"pred": torch.as_tensor(mask)})["pred"]
     assert out[0, 10:15, 10:20].sum() == 0 and out[0, 30:40, 30:40].sum() == 100
@@ -69,7 +69,7 @@ def test_median_keeps_straight_edges_and_rounds_corners_exactly():
 
 def test_median_filters_near_the_border_too_and_keeps_a_lesion_touching_it():
     mask = canvas(100)
-    mask[0, 2:5, 2:5] = 1  # a speck within 9 px of the border: the seed would copy it unchanged
+    mask[0, 2:5, 2:5] = 1  # a speck within 9 px of the border: the rank-1 solution would copy it unchanged
     mask[0, 30:70, 0:30] = 1  # a lesion touching the left border
     out = EdgeMedianFilterd("pred", window=19)({"pred": mask * 255})["pred"]
     assert out[0, 2:5, 2:5].sum() == 0

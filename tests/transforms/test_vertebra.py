@@ -169,4 +169,4 @@ def test_real_lumbar_ct_seed_rule_inflates_visibility_and_keeps_hidden_neighbour
     # seed: counted at about (2 x 64 / 72) ** 2 px per label voxel, over the whole L3 range: all "visible"
     assert np.all(first_seed[:2] > 2.5 * first_same[:2]) and np.all(first_seed > 0.3)
     assert zero(same[0])["target"].tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]  # nothing fractured is in view
-    assert zero(seed[0])["target"].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]  # the seed keeps every target
+    assert zero(seed[0])["target"].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]  # the reference rule keeps every target

@@ -121,7 +121,7 @@ def test_load_timm_checkpoint_drops_head(tmp_path: Path, wrapper: str | None) ->
 
 def test_remap_unwraps_and_renames_other_timm_layouts() -> None:
     state = PVTv2Encoder(**TINY).state_dict()
-    # timm features_only model (flatten_sequential): the seed's pvt_v2_b1_feature_only.pth
+    # timm features_only model (flatten_sequential): the FUGC 2025 7th-place solution's pvt_v2_b1_feature_only.pth
     features_only = {re.sub(r"^stages\.(\d+)\.", r"stages_\1.", k): v for k, v in state.items()}
     # original PVT release names, which timm's checkpoint filter renames
     original = {}

@@ -309,7 +309,8 @@ def read_label_map(
         labels = np.asanyarray(image.dataobj)
     except Exception as error:  # nibabel raises several types for damaged files
         raise CaseReadError(f"{path}: not a readable NIfTI file ({error})", path=path) from error
-    labels = np.squeeze(labels, axis=tuple(range(3, labels.ndim))) if labels.ndim > 3 else labels
+    if labels.ndim > 3 and all(n == 1 for n in labels.shape[3:]):
+        labels = labels.reshape(labels.shape[:3])
     if labels.ndim != 3:
         raise CaseReadError(f"{path}: expected a 3-D label map, got shape {labels.shape}", path=path)
     if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):

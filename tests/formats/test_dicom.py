@@ -133,6 +133,11 @@ def test_label_map_shape_or_grid_mismatch(tmp_path):
     nib.save(nib.Nifti1Image(_asymmetric_labels(), shifted), tmp_path / "shifted.nii")
     with pytest.raises(CaseReadError, match=r"shifted\.nii: its grid does not coincide"):
         read_label_map(tmp_path / "shifted.nii", affine, (12, 10, 6))
+    nib.save(nib.Nifti1Image(np.zeros((12, 10, 6, 2), np.uint8), affine), tmp_path / "two_volumes.nii")
+    with pytest.raises(CaseReadError, match=r"two_volumes\.nii: expected a 3-D label map, got shape \(12, 10, 6, 2\)"):
+        read_label_map(tmp_path / "two_volumes.nii", affine, (12, 10, 6))
+    nib.save(nib.Nifti1Image(_asymmetric_labels()[..., None], affine), tmp_path / "trailing.nii")
+    assert np.array_equal(read_label_map(tmp_path / "trailing.nii", affine, (12, 10, 6)), _asymmetric_labels())
 
 
 def test_real_jpeg2000_series_and_its_flipped_label_map():

@@ -11,6 +11,12 @@ from networks.encoders.base import (
     load_encoder_weights,
     register_encoder,
 )
-from networks.encoders import convnext, csn, efficientnet, pvt_v2, resnet, resnet_d, unet  # noqa: F401  (importing registers)
+from networks.encoders import convnext  # noqa: F401
+from networks.encoders import csn  # noqa: F401
+from networks.encoders import efficientnet  # noqa: F401
+from networks.encoders import pvt_v2  # noqa: F401
+from networks.encoders import resnet  # noqa: F401
+from networks.encoders import resnet_d  # noqa: F401
+from networks.encoders import unet  # noqa: F401
 
 __all__ = ["ENCODERS", "build_encoder", "check_encoder", "load_encoder_weights", "register_encoder"]

@@ -38,6 +38,7 @@ from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from monai.handlers import from_engine
 from monai.metrics import compute_surface_dice
 from monai.utils import convert_to_tensor
 
@@ -350,10 +351,6 @@ def write_score_report(table: Mapping[str, Any], path: str | os.PathLike) -> str
     return text
 
 
-def _default_output_transform(output: Mapping[str, Any]) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
-    return output["pred"], output["label"]
-
-
 class CSV2026Metric(Metric):
     """Ignite metric giving the CSV 2026 local score of a validation epoch.
 
@@ -386,7 +383,7 @@ class CSV2026Metric(Metric):
         num_classes: int = 3,
         tolerance: float = 3.0,
         empty_score: float = 1.0,
-        output_transform: Callable = _default_output_transform,
+        output_transform: Callable = from_engine(["pred", "label"]),
         device: str | torch.device = torch.device("cpu"),
     ) -> None:
         self.cls_threshold = cls_threshold

@@ -47,6 +47,7 @@ from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from monai.handlers import from_engine
 from monai.utils import convert_to_tensor
 from scipy.ndimage import distance_transform_edt
 
@@ -238,10 +239,6 @@ def write_score_report(table: Mapping[str, Any], path: str | os.PathLike) -> str
     return text
 
 
-def _default_output_transform(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    return output["pred"], output["label"]
-
-
 class FUGCMetric(Metric):
     """Ignite metric giving the FUGC scores of a validation epoch (mean over images).
 
@@ -266,7 +263,7 @@ class FUGCMetric(Metric):
     def __init__(
         self,
         empty_distance: float | None = None,
-        output_transform: Callable = _default_output_transform,
+        output_transform: Callable = from_engine(["pred", "label"]),
         device: str | torch.device = torch.device("cpu"),
     ) -> None:
         self.empty_distance = empty_distance

@@ -37,6 +37,7 @@ from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from monai.handlers import from_engine
 from monai.utils import convert_to_numpy, convert_to_tensor
 from sklearn.metrics import roc_auc_score
 
@@ -287,10 +288,6 @@ def write_score_report(tables: Mapping[str, Mapping[str, Any]], path: str | os.P
     return text
 
 
-def _default_output_transform(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    return output["pred"], output["label"]
-
-
 class EdemaCubeMetric(Metric):
     """The challenge score of whole validation cubes as an Ignite metric (key metric of best-checkpoint selection).
 
@@ -316,7 +313,7 @@ class EdemaCubeMetric(Metric):
     def __init__(
         self,
         num_classes: int = 4,
-        output_transform: Callable = _default_output_transform,
+        output_transform: Callable = from_engine(["pred", "label"]),
         device: str | torch.device = torch.device("cpu"),
     ) -> None:
         self.num_classes = num_classes

@@ -33,6 +33,7 @@ from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from monai.handlers import from_engine
 from monai.utils import convert_to_tensor
 from sklearn.metrics import roc_auc_score
 
@@ -143,10 +144,6 @@ def score_studies(y_true: Any, y_pred: Any) -> dict[str, Any]:
     }
 
 
-def _default_output_transform(output: Mapping[str, Any]) -> tuple[Any, Any]:
-    return output["pred"], output["label"]
-
-
 class CervicalFractureMetric(Metric):
     """The competition's weighted log loss of study predictions as an Ignite metric (lower is better).
 
@@ -176,7 +173,7 @@ class CervicalFractureMetric(Metric):
         self,
         study_key: str | None = "study",
         clip: tuple[float, float] | None = (0.01, 0.99),
-        output_transform: Callable = _default_output_transform,
+        output_transform: Callable = from_engine(["pred", "label"]),
         device: str | torch.device = torch.device("cpu"),
     ) -> None:
         self.study_key = study_key

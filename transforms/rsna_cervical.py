@@ -166,7 +166,7 @@ def preprocess_study(
     if z_step < 1:
         raise ValueError(f"z_step must be at least 1, got {z_step}")
     size = _size_pair(spatial_size)
-    volume, affine, _ = read_dicom_series(series_folder)
+    volume, affine, _ = read_dicom_series(series_folder, pattern=DICOM_PATTERN)
     labels = read_segmentation(segmentation, affine, volume.shape) if segmentation is not None else None
     start = (volume.shape[2] - 1) % z_step  # the reference keeps [::step] from the top (last) slice
     volume = volume[:, :, start::z_step]

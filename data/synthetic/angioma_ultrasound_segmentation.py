@@ -23,12 +23,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from data.ccf_bdci import TEST_IMAGE_DIR, TRAIN_CSV, TRAIN_IMAGE_DIR, TRAIN_LABEL_DIR
-from formats.png import fit_mask_to_image, save_png_atomic
-from utils.atomic import atomic_path, write_text_atomic
+from formats.png import fit_mask_to_image, save_png_atomic, save_rgb_png_atomic
+from utils.atomic import write_text_atomic
 
 __all__ = ["add_arguments", "generate", "synthesize_case"]
 
@@ -158,11 +157,6 @@ def _off_size(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     return fit_mask_to_image(mask.astype(np.uint8), shape, "<synthetic>", max_size_mismatch=1.0).astype(bool)
 
 
-def _write_rgb(path: Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.repeat(image[..., None], 3, axis=-1), mode="RGB").save(tmp, format="PNG")
-
-
 def generate(
     out_dir: Path, cases: int, seed: int, test_cases: int | None = None, off_size_fraction: float = 0.25
 ) -> None:
@@ -180,10 +174,10 @@ def generate(
         image, mask = synthesize_case(rng, area)
         if rng.random() < off_size_fraction:
             mask = _off_size(rng, mask)
-        _write_rgb(out_dir / TRAIN_IMAGE_DIR / f"{i}.png", image)
+        save_rgb_png_atomic(out_dir / TRAIN_IMAGE_DIR / f"{i}.png", np.repeat(image[..., None], 3, axis=-1))
         save_png_atomic(out_dir / TRAIN_LABEL_DIR / f"{i}.png", mask)
         rows.append(f"{i}.png,{int(rng.integers(0, 2))},{int(mask.sum())}")
     write_text_atomic(out_dir / TRAIN_CSV, "\n".join(rows) + "\n")
     for j in range(1, test_cases + 1):
         image, _ = synthesize_case(np.random.default_rng([seed, 1, j]))
-        _write_rgb(out_dir / TEST_IMAGE_DIR / f"{j}.png", image)
+        save_rgb_png_atomic(out_dir / TEST_IMAGE_DIR / f"{j}.png", np.repeat(image[..., None], 3, axis=-1))

@@ -26,12 +26,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from data.fugc import IMAGE_DIR, LABEL_DIR
-from formats.png import save_png_atomic
-from utils.atomic import atomic_path
+from formats.png import save_png_atomic, save_rgb_png_atomic
 
 __all__ = ["HIDDEN_LABEL_DIR", "add_arguments", "generate", "synthesize_case"]
 
@@ -120,11 +118,6 @@ def synthesize_case(
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def _write_rgb(path: Path, image: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.repeat(image[..., None], 3, axis=-1), mode="RGB").save(tmp, format="PNG")
-
-
 def generate(
     out_dir: Path, cases: int, seed: int, height: int = 336, width: int = 544, labelled: float = 0.1
 ) -> None:
@@ -142,5 +135,5 @@ def generate(
     for i in range(cases):
         is_labelled = i in labelled_ids
         image, label = synthesize_case(np.random.default_rng([seed, i]), height, width, is_labelled)
-        _write_rgb(out_dir / IMAGE_DIR / f"{i:04d}.png", image)
+        save_rgb_png_atomic(out_dir / IMAGE_DIR / f"{i:04d}.png", np.repeat(image[..., None], 3, axis=-1))
         save_png_atomic(out_dir / (LABEL_DIR if is_labelled else HIDDEN_LABEL_DIR) / f"{i:04d}.png", label)

@@ -16,11 +16,10 @@ family's builder, so tests and CPU demos build narrow versions of the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from networks.checkpoint import load_pretrained_encoder

@@ -195,9 +195,11 @@ class MagnetNet(nn.Module):
         skip_reductions = ((2, 2), *self.encoder.reductions)
         # MAGNET: each stage's width is the next-shallower skip's, the last max(32, dims[0] // 2)
         decoder_channels = (*skip_channels[1:-1][::-1], max(32, dims[0] // 2))
+        # created decoder, head, decoder, head: the order of the random initialisation (and of the parameters
+        # in the optimizer state) of the checkpoints written before the heads left the decoders
         self.decoder_long = UNetDecoder(skip_channels, skip_reductions, decoder_channels)
-        self.decoder_trans = UNetDecoder(skip_channels, skip_reductions, decoder_channels)
         self.head_long = nn.Conv2d(decoder_channels[-1], num_classes, kernel_size=1)
+        self.decoder_trans = UNetDecoder(skip_channels, skip_reductions, decoder_channels)
         self.head_trans = nn.Conv2d(decoder_channels[-1], num_classes, kernel_size=1)
         rename_keys_on_load(self, {"decoder_long.head.": "head_long.", "decoder_trans.head.": "head_trans."})
 

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from formats.errors import CaseReadError
 from formats.nifti import write_nifti_atomic
-from utils.atomic import write_text_atomic
+from utils.atomic import atomic_folder, atomic_group, write_text_atomic
 
 __all__ = [
     "LABEL_CODES",
@@ -182,15 +182,23 @@ def read_oct_cube(
     return cube
 
 
-def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp") -> Path:
-    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey."""
+def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp", overwrite: bool = False) -> Path:
+    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey.
+
+    The slices are written into a temporary folder beside ``folder``, which is then renamed to ``folder``: a reader
+    never sees a cube missing its last slices (which would read as a shorter cube), and a failed write leaves none.
+
+    Raises:
+        FileExistsError: ``folder`` exists and ``overwrite`` is False.
+        ValueError: ``cube`` is not an ``(S, H, W)`` uint8 array.
+    """
     folder = Path(folder)
     cube = np.asarray(cube)
     if cube.ndim != 3 or cube.dtype != np.uint8:
         raise ValueError(f"expected an (S, H, W) uint8 cube, got {cube.dtype} {cube.shape}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, image in enumerate(cube, start=1):
-        Image.fromarray(image).save(folder / f"{n}{ext}")
+    with atomic_folder(folder, overwrite=overwrite) as staging:
+        for n, image in enumerate(cube, start=1):
+            Image.fromarray(image).save(staging / f"{n}{ext}")
     return folder
 
 
@@ -221,7 +229,7 @@ def write_oct_prediction(
     first_slice: int = 1,
     overwrite: bool = False,
 ) -> None:
-    """Write a cube's prediction to :func:`prediction_paths`, each file atomically.
+    """Write a cube's prediction to :func:`prediction_paths`: both files, atomically, or neither.
 
     Args:
         folder: the output folder (created if needed).
@@ -232,7 +240,8 @@ def write_oct_prediction(
         detection: ``(S, K)`` lesion probabilities, one CSV row per B-scan: ``slice`` (the file number) and one
             column per lesion (:func:`lesion_names`).
         first_slice: number of the first slice file.
-        overwrite: replace existing files; otherwise an existing file raises ``FileExistsError``.
+        overwrite: replace existing files; otherwise an existing file raises ``FileExistsError`` (and neither
+            file is written: an existing ``_det.csv`` beside a new ``_seg.nii.gz`` would pair two runs).
     """
     seg_path, det_path = prediction_paths(folder, case)
     table = io.StringIO()
@@ -240,8 +249,9 @@ def write_oct_prediction(
     writer.writerow(["slice", *lesion_names(detection.shape[1] + 1)])
     for s, row in enumerate(detection):
         writer.writerow([s + first_slice, *(f"{p:.6f}" for p in row)])
-    write_nifti_atomic(seg_path, np.ascontiguousarray(labels.transpose(2, 1, 0)), overwrite=overwrite)
-    write_text_atomic(det_path, table.getvalue(), overwrite=overwrite)
+    with atomic_group():  # both files or neither
+        write_nifti_atomic(seg_path, np.ascontiguousarray(labels.transpose(2, 1, 0)), overwrite=overwrite)
+        write_text_atomic(det_path, table.getvalue(), overwrite=overwrite)
 
 
 def read_oct_prediction(folder: str | os.PathLike, case: str) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy, ensure_tuple
 
 from formats.errors import CaseReadError
-from formats.oct import LABEL_CODES, read_oct_cube, write_oct_prediction
+from formats.oct import LABEL_CODES, prediction_paths, read_oct_cube, write_oct_prediction
 from transforms.writers import CaseWriterd
 
 __all__ = ["LoadOCTCubed", "SaveOCTPredictiond"]
@@ -120,7 +121,9 @@ class SaveOCTPredictiond(CaseWriterd):
         first_slice: number of the first slice in the CSV (the challenge numbers its files from 1).
         overwrite: replace existing outputs; otherwise an existing file is an error for that cube.
 
-    Files are written atomically (:func:`formats.oct.write_oct_prediction`): a reader never sees half a volume.
+    Files are written atomically (:func:`formats.oct.write_oct_prediction`): a reader never sees half a volume. All
+    files of a cube appear together or none does (:class:`transforms.writers.CaseWriterd`): a failure in the last
+    group leaves no volume of the first.
     """
 
     def __init__(
@@ -139,6 +142,13 @@ class SaveOCTPredictiond(CaseWriterd):
         self.key = key
         self.first_slice = first_slice
 
+    def _folders(self) -> list[Path]:
+        return [self.output_dir] if self.variants is None else [self.output_dir / v for v in self.variants]
+
+    def output_paths(self, case: str) -> list[Path]:
+        """``<case>_seg.nii.gz`` and ``<case>_det.csv`` of each group (:func:`formats.oct.prediction_paths`)."""
+        return [path for folder in self._folders() for path in prediction_paths(folder, case)]
+
     def write(self, case: str, data: dict[Hashable, Any]) -> None:
         probs = convert_to_numpy(data[self.key])
         groups = 1 if self.variants is None else len(self.variants)
@@ -148,9 +158,8 @@ class SaveOCTPredictiond(CaseWriterd):
                 f"(channels, S, H, W), got shape {probs.shape}"
             )
         width = probs.shape[0] // groups
-        for g in range(groups):
+        for g, folder in enumerate(self._folders()):
             group = probs[g * width : (g + 1) * width]
-            folder = self.output_dir if self.variants is None else self.output_dir / self.variants[g]
             labels = np.argmax(group[: self.num_classes], axis=0).astype(np.uint8)  # (S, H, W)
             detection = group[self.num_classes :, :, 0, 0].T  # (S, K): constant over H, W
             write_oct_prediction(folder, case, labels, detection, self.first_slice, self.overwrite)

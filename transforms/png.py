@@ -9,7 +9,8 @@ slightly-off mask to its image with nearest neighbour, as the challenge's loader
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -113,12 +114,15 @@ class SaveGreyPNGd(CaseWriterd):
     For the angioma submission a {0, 1} mask is written as {0, 255} under the input image's name.
 
     Args:
-        keys: data keys to write (one file per key and case; give distinct ``suffix`` es for several keys).
+        keys: data keys to write, one file per key and case.
         output_dir: the folder of the PNGs (created if needed).
         case_key: data key holding the case name.
-        suffix: appended to the case name.
+        suffix: appended to the case name; with several keys, one distinct suffix per key (a sequence).
         scale: multiplies the values before rounding to uint8 (255 for {0, 1} masks, 1 for 0..255 images).
         overwrite: replace an existing file; otherwise an existing file is an error for that case.
+
+    Raises:
+        ValueError: several keys without one distinct suffix per key (they would all write the same file).
     """
 
     extension = ".png"
@@ -128,15 +132,27 @@ class SaveGreyPNGd(CaseWriterd):
         keys: KeysCollection,
         output_dir: str | os.PathLike,
         case_key: str = "case",
-        suffix: str = "",
+        suffix: str | Sequence[str] = "",
         scale: float = 255.0,
         overwrite: bool = False,
     ) -> None:
-        super().__init__(keys, output_dir, case_key, suffix, overwrite)
+        suffixes = [suffix] if isinstance(suffix, str) else [str(s) for s in suffix]
+        super().__init__(keys, output_dir, case_key, suffixes[0] if len(suffixes) == 1 else "", overwrite)
+        if len(suffixes) == 1:
+            suffixes *= len(self.keys)
+        if len(suffixes) != len(self.keys) or len(set(suffixes)) != len(suffixes):
+            raise ValueError(
+                f"SaveGreyPNGd writes one file per key: keys {list(self.keys)} need as many distinct suffixes, "
+                f"got {suffix!r}"
+            )
+        self.suffixes = dict(zip(self.keys, suffixes))
         self.scale = scale
+
+    def output_paths(self, case: str) -> list[Path]:
+        return [self.output_path(case, self.suffixes[key]) for key in self.keys]
 
     def write(self, case: str, data: dict[Hashable, object]) -> None:
         for key in self.key_iterator(data):
             array = convert_to_numpy(data[key]).astype(np.float64)
             array = np.clip(np.round(array * self.scale), 0, 255).astype(np.uint8)
-            save_png_atomic(self.output_path(case), array, self.overwrite)
+            save_png_atomic(self.output_path(case, self.suffixes[key]), array, self.overwrite)

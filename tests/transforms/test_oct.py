@@ -244,3 +244,16 @@ def test_missing_or_inconsistent_prediction_files_name_the_cube(tmp_path):
     prediction_paths(tmp_path, "c")[1].write_text("slice,REA,SRF,PED\n1,0.5,0.5,0.5\n")
     with pytest.raises(CaseReadError, match="cube c: .* has 1 slice rows"):
         read_oct_prediction(tmp_path, "c")
+
+
+def test_an_existing_detection_table_stops_the_whole_cube(tmp_path):
+    probs, _, _ = packed_probabilities()
+    save = SaveOCTPredictiond(tmp_path, variants=["fusion", "unet"])
+    assert [p.relative_to(tmp_path).as_posix() for p in save.output_paths("c")] == [
+        "fusion/c_seg.nii.gz", "fusion/c_det.csv", "unet/c_seg.nii.gz", "unet/c_det.csv"
+    ]  # fmt: skip
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "c_det.csv").write_text("an older run")
+    with pytest.raises(FileExistsError, match="c_det.csv"):
+        save({"case": "c", "pred": np.concatenate([probs, probs])})
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*")) == ["unet/c_det.csv"]

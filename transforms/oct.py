@@ -49,10 +49,15 @@ class LoadOCTCubed(MapTransform):
         keys: keys holding cube folders (image and label).
         label_keys: those of ``keys`` whose slices must only hold ``label_values``.
         label_values: grey values allowed in label slices (default: the challenge's codes 0, 128, 191, 255).
-        expected_slices: if given, every cube must have exactly this many slices (128 for the challenge).
+        expected_slices: if given, every cube must have exactly this many slices (128 for the challenge): a cube
+            missing its last slices is an error.
         extensions: file extensions of slice images.
         first_index: number of the first slice (the challenge numbers from 1).
         allow_missing_keys: skip missing keys instead of raising.
+        allow_fewer_slices: accept cubes with fewer than ``expected_slices`` slices (with a warning naming them).
+        nearest_code: map each label grey value to the nearest of ``label_values`` (anti-aliased masks) instead of
+            refusing values that are no code.
+        colour_to_grey: convert colour slices to luminance with a warning; False refuses them.
 
     After loading, all loaded keys must have the same shape (an image cube and its label cube slice for slice);
     otherwise a :class:`~formats.errors.CaseReadError` names both folders.
@@ -67,6 +72,9 @@ class LoadOCTCubed(MapTransform):
         extensions: Sequence[str] = (".bmp", ".png"),
         first_index: int = 1,
         allow_missing_keys: bool = False,
+        allow_fewer_slices: bool = False,
+        nearest_code: bool = False,
+        colour_to_grey: bool = True,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_keys = set(ensure_tuple(label_keys))
@@ -77,6 +85,9 @@ class LoadOCTCubed(MapTransform):
         self.expected_slices = expected_slices
         self.extensions = tuple(extensions)
         self.first_index = first_index
+        self.allow_fewer_slices = allow_fewer_slices
+        self.nearest_code = nearest_code
+        self.colour_to_grey = colour_to_grey
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -89,6 +100,9 @@ class LoadOCTCubed(MapTransform):
                 allowed_values=self.label_values if key in self.label_keys else None,
                 extensions=self.extensions,
                 first_index=self.first_index,
+                allow_fewer_slices=self.allow_fewer_slices,
+                nearest_code=self.nearest_code,
+                colour_to_grey=self.colour_to_grey,
             )
             loaded[key] = folder
         shapes = {key: d[key].shape for key in loaded}  # type: ignore[attr-defined]

@@ -33,8 +33,11 @@ INFERENCE = [str(CONFIGS / "inference.json")]
 EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]
 WIDTHS = [4, 8, 16, 32, 64]
 # CPU-test-sized networks, cubes of 6 B-scans of 64 x 32; everything else is the bundle's own configuration
-TINY = {"features": WIDTHS, "fusion_features": WIDTHS, "roi_size": [64, 32], "slice_batch_size": 4, "num_workers": 0}
-TRAIN_TINY = {k: v for k, v in TINY.items() if k != "fusion_features"} | {"batch_size": 4}
+TINY = {
+    "features": WIDTHS, "fusion_features": WIDTHS, "roi_size": [64, 32], "slice_batch_size": 4, "num_workers": 0,
+    "expected_slices": 6,
+}  # fmt: skip
+TRAIN_TINY = {k: v for k, v in TINY.items() if k not in ("fusion_features", "expected_slices")} | {"batch_size": 4}
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +198,7 @@ def test_real_duke_bscans_go_through_inference_as_a_short_cube(real_samples, tmp
     out = tmp_path / "pred"
     # B-scans of 496 x 768 in 512 x 768 windows: padded in height, cropped back
     run_bundle(INFERENCE, input_dir=str(tmp_path / "images"), output_dir=str(out), model_path=str(tmp_path / "model.pt"),
-         fusion=False, features=widths, roi_size=[512, 768], slice_batch_size=7)  # fmt: skip
+         fusion=False, features=widths, roi_size=[512, 768], slice_batch_size=7, allow_fewer_slices=True)  # fmt: skip
     assert nib.load(out / "DUKE_seg.nii.gz").shape == (768, 496, len(scans))
     assert len((out / "DUKE_det.csv").read_text().splitlines()) == len(scans) + 1
 

@@ -166,6 +166,9 @@ def test_inference_writes_volumes_and_reports_bad_cubes_by_name(dataset, trained
     odd = _copy_cube(test_cubes[0], images / "odd.img")
     Image.fromarray(np.zeros((48, 32), np.uint8)).save(odd / "5.bmp")
     (images / "empty.img").mkdir()
+    cut = _copy_cube(test_cubes[0], images / "cut.img")
+    (cut / "6.bmp").unlink()  # a cube missing its last slice
+    (images / "readme.txt").write_text("exported 2026-01-02")
     before = {p: p.read_bytes() for p in images.rglob("*.bmp")}
     out = tmp_path / "pred"
     with pytest.raises(RuntimeError) as failure:  # the bundle runner wraps the workflow's InferenceFailed
@@ -175,8 +178,11 @@ def test_inference_writes_volumes_and_reports_bad_cubes_by_name(dataset, trained
     assert "gap.img: missing slice 3.bmp" in message
     assert "odd.img: slice 5.bmp is 48x32" in message
     assert "empty.img: no slice images" in message
+    assert "cut.img: 5 slices (1.bmp..5.bmp), expected 6 (allow_fewer_slices" in message
     report = json.loads((out / "inference_report.json").read_text())
-    assert sorted(f["case"] for f in report["failed"]) == ["empty", "gap", "odd"]
+    assert sorted(f["case"] for f in report["failed"]) == ["cut", "empty", "gap", "odd"]
+    assert [Path(s["entry"]).name for s in report["skipped_entries"]] == ["readme.txt"]
+    assert report["num_entries"] == len(list(images.iterdir()))
     assert report["succeeded"] == [cube.name.removesuffix(".img") for cube in test_cubes]
     assert set(report["peak_memory_mb"]) == set(report["succeeded"])
     for case in report["succeeded"]:

@@ -272,7 +272,7 @@ def read_grey_bscan(path: str | os.PathLike) -> np.ndarray:
     if values is None:
         return grey
     low, high = float(values.min()), float(values.max())
-    logger.warning("%s: B-scan of mode %s (over 8 bits) rescaled from its range [%g, %g] to 0..255", path, mode, low, high)
+    logger.warning("%s: B-scan of mode %s (over 8 bits) rescaled from [%g, %g] to 0..255", path, mode, low, high)
     scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     return np.round(scaled).astype(np.uint8)
 

@@ -146,7 +146,8 @@ def test_existing_outputs_fail_the_case_before_the_network_runs(tmp_path):
         seen.append(x)
         return x
 
-    workflow = _writing_workflow([{"case": "a", "value": 1}], [_TextWriter(tmp_path, "_seg"), _TextWriter(tmp_path, "_det")])
+    writers = [_TextWriter(tmp_path, "_seg"), _TextWriter(tmp_path, "_det")]
+    workflow = _writing_workflow([{"case": "a", "value": 1}], writers)
     workflow.network = torch.nn.Module()
     workflow.network.forward = network
     report = workflow.run()

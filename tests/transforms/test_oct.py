@@ -261,7 +261,8 @@ def test_an_existing_detection_table_stops_the_whole_cube(tmp_path):
 
 def test_a_cube_missing_its_last_slices_is_refused_unless_allowed(tmp_path, caplog):
     folder = write_cube(tmp_path / "cut.img", ramp_cube(5))
-    with pytest.raises(CaseReadError, match=r"cut\.img: 5 slices \(1\.bmp\.\.5\.bmp\), expected 8 \(allow_fewer_slices"):
+    expected = r"cut\.img: 5 slices \(1\.bmp\.\.5\.bmp\), expected 8 \(allow_fewer_slices"
+    with pytest.raises(CaseReadError, match=expected):
         LoadOCTCubed("image", expected_slices=8)({"image": folder})
     with caplog.at_level("WARNING", logger="formats.oct"):
         cube = LoadOCTCubed("image", expected_slices=8, allow_fewer_slices=True)({"image": folder})["image"]
@@ -289,7 +290,8 @@ def test_anti_aliased_label_slices_name_the_setting_and_map_on_request(tmp_path)
     label = label_cube()
     label[1, 0, 2] = 253
     folder = write_cube(tmp_path / "x_labelMark", label)
-    with pytest.raises(CaseReadError, match=r"label slice 2\.bmp has grey values 253 that are no code.*nearest_label_code"):
+    expected = r"label slice 2\.bmp has grey values 253 that are no code.*nearest_label_code"
+    with pytest.raises(CaseReadError, match=expected):
         LoadOCTCubed("label", label_keys="label")({"label": folder})
     mapped = LoadOCTCubed("label", label_keys="label", nearest_code=True)({"label": folder})["label"]
     assert mapped[1, 0, 2] == 255

@@ -152,7 +152,8 @@ def test_anti_aliased_mask_values_are_named_and_mapped_on_request(tmp_path):
     mask[2:5, 2:5] = 255
     mask[2, 2], mask[4, 4], mask[1, 1] = 254, 253, 2
     path = write(tmp_path / "soft.png", mask)
-    with pytest.raises(CaseReadError, match=r"soft\.png: mask has values 2, 253, 254 that are no code.*almost codes.*nearest_label_code"):
+    expected = r"soft\.png: mask has values 2, 253, 254 that are no code.*almost codes.*nearest_label_code"
+    with pytest.raises(CaseReadError, match=expected):
         LoadMaskPNGd("label")({"label": path})
     loaded = LoadMaskPNGd("label", nearest_code=True)({"label": path})["label"]
     assert int(loaded.sum()) == 9 and float(loaded[0, 1, 1]) == 0.0
@@ -160,7 +161,8 @@ def test_anti_aliased_mask_values_are_named_and_mapped_on_request(tmp_path):
 
 def test_real_busi_one_bit_mask_and_grey_rgb_image_are_accepted():
     folder = Path(__file__).parents[1] / "data" / "real" / "breast_busi"
-    d = LoadMaskPNGd("label")(LoadGreyPNGd("image")({"image": folder / "malignant_10.png", "label": folder / "malignant_10_mask.png"}))
+    item = {"image": folder / "malignant_10.png", "label": folder / "malignant_10_mask.png"}
+    d = LoadMaskPNGd("label")(LoadGreyPNGd("image")(item))
     with Image.open(folder / "malignant_10_mask.png") as mask:
         assert mask.mode == "1"
         lesion = int(np.count_nonzero(np.asarray(mask)))

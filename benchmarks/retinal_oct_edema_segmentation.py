@@ -171,7 +171,9 @@ def _input_cube(folder: Path, settings: dict[str, Any], seed: int) -> tuple[torc
         rng, ("REA", "SRF", "PED"), settings["cube_slices"], settings["height"], settings["width"]
     )
     write_oct_cube(folder / "BENCH.img", image)
-    parser = ConfigWorkflow(config_file=str(BUNDLE_CONFIGS / "inference.json"), workflow_type=None).parser
+    parser = ConfigWorkflow(
+        config_file=str(BUNDLE_CONFIGS / "inference.json"), workflow_type=None, expected_slices=settings["cube_slices"]
+    ).parser
     data = parser.get_parsed_content("preprocessing")({"case": "BENCH", "image": str(folder / "BENCH.img")})
     source = (
         f"synthetic cube of data.synthetic.retinal_oct_edema_segmentation ({settings['cube_slices']} B-scans of "

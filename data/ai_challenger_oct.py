@@ -35,6 +35,7 @@ import numpy as np
 from monai.transforms import apply_transform
 from torch.utils.data import Dataset
 
+from data.listing import CaseList, scan_case_folder
 from formats.errors import CaseReadError
 from formats.oct import read_grey_bscan, write_oct_cube
 
@@ -128,12 +129,23 @@ def oct_cube_datalist(
     return items
 
 
-def list_cubes(images_dir: str | os.PathLike) -> list[dict[str, str]]:
+def _cube_entry(path: Path) -> str | None:
+    """None for a cube folder of a folder of new cubes, else why the entry is no cube."""
+    if not path.is_dir():
+        return "a file, not a cube folder (one folder of B-scans per eye)"
+    if path.name.endswith(LABEL_SUFFIX):
+        return f"a label cube folder ({LABEL_SUFFIX}), not an image cube"
+    return None
+
+
+def list_cubes(images_dir: str | os.PathLike) -> CaseList:
     """One item per cube folder of ``images_dir`` (new cubes to predict): ``{"case": <cube>, "image": <folder>}``.
 
-    Every non-hidden sub-folder is a cube; the case id is the folder name without a trailing ``.img`` (the
-    challenge's ``original_images/<cube>.img``). A folder that turns out not to be a cube is reported when it is
-    read (:class:`transforms.oct.LoadOCTCubed`), so that one bad cube does not stop a folder run.
+    Every non-hidden sub-folder is a cube, except ``<cube>_labelMark`` label folders; the case id is the folder name
+    without a trailing ``.img`` (the challenge's ``original_images/<cube>.img``). A folder that turns out not to be
+    a cube is reported when it is read (:class:`transforms.oct.LoadOCTCubed`), so that one bad cube does not stop a
+    folder run. Every other entry (a file, a dangling symbolic link, a label folder, a hidden entry) is listed in the
+    result's ``skipped`` with the reason (:mod:`data.listing`).
 
     Raises:
         CaseReadError: ``images_dir`` is not a folder or holds no sub-folder.
@@ -141,10 +153,10 @@ def list_cubes(images_dir: str | os.PathLike) -> list[dict[str, str]]:
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise CaseReadError(f"{images_dir}: folder of OCT cubes not found", path=images_dir)
-    folders = sorted(p for p in images_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders, skipped = scan_case_folder(images_dir, _cube_entry)
     if not folders:
         raise CaseReadError(f"{images_dir}: no cube folders (one folder of B-scans per eye)", path=images_dir)
-    return [{"case": p.name.removesuffix(IMAGE_SUFFIX), "image": str(p)} for p in folders]
+    return CaseList(({"case": p.name.removesuffix(IMAGE_SUFFIX), "image": str(p)} for p in folders), skipped)
 
 
 def pack_bscans_as_cube(

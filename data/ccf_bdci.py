@@ -25,6 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from data.listing import CaseList, scan_case_folder
 from data.splits import case_sort_key, quantile_strata, stratified_kfold, train_val_ids
 from formats.errors import CaseReadError
 from formats.png import read_mask_png
@@ -108,15 +109,34 @@ def inference_datalist(root: str | os.PathLike) -> list[dict[str, str]]:
     return image_folder_datalist(Path(root) / TEST_IMAGE_DIR)
 
 
-def image_folder_datalist(folder: str | os.PathLike) -> list[dict[str, str]]:
-    """One item ``{"case", "image"}`` per ``*.png`` of ``folder`` (new images to predict), the case being the file
-    name without ``.png``; files are not opened here, so an unreadable one fails (by name) when it is read.
+def _png_case_entry(path: Path) -> str | None:
+    """None for an image of a folder of new images, else why the entry is no case."""
+    if path.is_dir():
+        return "a folder, not a .png file" if path.suffix.lower() == ".png" else "a folder"
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() != ".png":
+        return f"not a .png file (extension {path.suffix or 'none'!r})"
+    return None
+
+
+def image_folder_datalist(folder: str | os.PathLike) -> CaseList:
+    """One item ``{"case", "image"}`` per ``*.png`` file of ``folder`` (new images to predict), the case being the
+    file name without ``.png``; files are not opened here, so an unreadable one fails (by name) when it is read.
+    Every other entry (a folder named ``*.png``, a dangling symbolic link, another extension, a hidden file) is
+    listed in the result's ``skipped`` with the reason (:mod:`data.listing`).
 
     Raises:
         CaseReadError: ``folder`` does not exist.
     """
-    images = _pngs(Path(folder))
-    return [{"case": case, "image": str(images[case])} for case in sorted(images, key=case_sort_key)]
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CaseReadError(f"CCF BDCI folder not found: {folder}", path=folder)
+    paths, skipped = scan_case_folder(folder, _png_case_entry)
+    images = {p.stem: p for p in paths}
+    return CaseList(
+        ({"case": case, "image": str(images[case])} for case in sorted(images, key=case_sort_key)), skipped
+    )
 
 
 def lesion_sizes(root: str | os.PathLike, items: Sequence[Mapping[str, str]]) -> list[int]:

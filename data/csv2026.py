@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from data.listing import CaseList, scan_case_folder
 from data.splits import stratified_kfold, train_val_ids
 from formats.errors import CaseReadError
 from formats.h5 import read_h5_dataset, write_h5_atomic
@@ -39,19 +40,37 @@ __all__ = [
 LABEL_SUFFIX = "_label"
 
 
-def list_cases(images_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"case": stem, "image": path}]`` for every ``*.h5`` in ``images_dir``, sorted by name (inference).
+def _h5_case_entry(path: Path) -> str | None:
+    """None for an image case file of an inference folder, else why the entry is no case."""
+    if path.is_dir():
+        return "a folder, not an .h5 file" if path.suffix.lower() == ".h5" else "a folder"
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() != ".h5":
+        return f"not an .h5 file (extension {path.suffix or 'none'!r})"
+    if path.stem.endswith(LABEL_SUFFIX):
+        return f"a label file ({LABEL_SUFFIX}.h5), not an image case"
+    return None
+
+
+def list_cases(images_dir: str | os.PathLike) -> CaseList:
+    """``[{"case": stem, "image": path}]`` for every ``*.h5`` file in ``images_dir``, sorted by name (inference).
+
+    Every other entry (a folder named ``*.h5``, a dangling symbolic link, another extension, a ``*_label.h5``
+    label file, a hidden file) is listed in the result's ``skipped`` with the reason (:mod:`data.listing`).
 
     Raises:
-        FileNotFoundError: ``images_dir`` is not a folder or holds no ``.h5`` file.
+        FileNotFoundError: ``images_dir`` is not a folder or holds no ``.h5`` file (the message lists what was
+            skipped).
     """
     folder = Path(images_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder of .h5 cases")
-    paths = sorted(p for p in folder.glob("*.h5") if p.is_file())
+    paths, skipped = scan_case_folder(folder, _h5_case_entry)
     if not paths:
-        raise FileNotFoundError(f"{folder}: no .h5 files found")
-    return [{"case": p.stem, "image": str(p)} for p in paths]
+        detail = "; ".join(f"{Path(s['entry']).name}: {s['reason']}" for s in skipped[:5])
+        raise FileNotFoundError(f"{folder}: no .h5 files found" + (f" (skipped {detail})" if detail else ""))
+    return CaseList(({"case": p.stem, "image": str(p)} for p in paths), skipped)
 
 
 def read_case_list(path: str | os.PathLike) -> list[str]:

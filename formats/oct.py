@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -28,9 +29,10 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from formats.codes import check_codes
 from formats.errors import CaseReadError
 from formats.nifti import write_nifti_atomic
-from utils.atomic import write_text_atomic
+from utils.atomic import atomic_folder, atomic_group, write_text_atomic
 
 __all__ = [
     "LABEL_CODES",
@@ -62,6 +64,8 @@ def lesion_names(num_classes: int) -> tuple[str, ...]:
         return LESIONS
     return tuple(f"class_{c}" for c in range(1, num_classes))
 
+
+logger = logging.getLogger(__name__)
 
 _NUMBERED = re.compile(r"^(\d+)$")
 _MODES = ("L", "P", "RGB", "RGBA", "LA", "1")  # PIL modes that convert to 8-bit grey without loss of range
@@ -124,20 +128,44 @@ def list_cube_slices(
     return [numbered[n] for n in numbers]
 
 
-def _read_grey(path: Path) -> np.ndarray:
-    """One slice as an ``(H, W)`` uint8 array; colour and palette images are converted to grey."""
+_FORMATS = {".bmp": "BMP", ".png": "PNG"}
+"""Slice extension -> the format its bytes must have (a JPEG named .bmp is lossy, not the scanner's B-scan)."""
+
+
+def _read_grey(path: Path, colour_to_grey: bool = True) -> tuple[np.ndarray, int]:
+    """One slice as an ``(H, W)`` uint8 array and its number of colour pixels (RGB channels that differ).
+
+    Grey-valued RGB and palette images are converted to grey; RGB whose channels differ is converted to luminance
+    (ITU-R 601) unless ``colour_to_grey`` is False.
+    """
     try:
         with Image.open(path) as im:
+            file_format, frames = im.format, getattr(im, "n_frames", 1)
             im.load()
             mode = im.mode
+            rgb = np.asarray(im.convert("RGB")) if mode in _MODES and mode != "L" else None
             grey = np.asarray(im if mode == "L" else im.convert("L"), dtype=np.uint8) if mode in _MODES else None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         message = f"OCT cube {path.parent}: slice {path.name} cannot be read as an image ({e})"
         raise CaseReadError(message, path=path) from e
+    expected = _FORMATS.get(path.suffix.lower())
+    if expected is not None and file_format != expected:
+        raise CaseReadError(
+            f"OCT cube {path.parent}: slice {path.name} holds a {file_format} image, not a {expected}", path=path
+        )
+    if frames > 1:
+        raise CaseReadError(f"OCT cube {path.parent}: slice {path.name} is animated ({frames} frames)", path=path)
     if grey is None:
         message = f"OCT cube {path.parent}: slice {path.name} has image mode {mode}, expected 8-bit grey"
         raise CaseReadError(message, path=path)
-    return grey
+    colour = 0 if rgb is None else int(np.count_nonzero((rgb[..., 0] != rgb[..., 1]) | (rgb[..., 0] != rgb[..., 2])))
+    if colour and not colour_to_grey:
+        raise CaseReadError(
+            f"OCT cube {path.parent}: slice {path.name} is colour (RGB channels differ at {colour} pixels); expected "
+            "grey B-scans (colour_to_grey converts them to luminance instead)",
+            path=path,
+        )
+    return grey, colour
 
 
 def read_oct_cube(
@@ -146,65 +174,107 @@ def read_oct_cube(
     allowed_values: Sequence[int] | None = None,
     extensions: Sequence[str] = (".bmp", ".png"),
     first_index: int = 1,
+    allow_fewer_slices: bool = False,
+    nearest_code: bool = False,
+    colour_to_grey: bool = True,
 ) -> np.ndarray:
     """Read a cube folder into an ``(S, H, W)`` uint8 array in slice order (see :func:`list_cube_slices`).
 
-    Colour or palette images are converted to grey. With ``allowed_values`` (label cubes: :data:`LABEL_CODES`) a
-    slice holding another value is rejected, the message naming the slice and the unexpected values.
+    Palette images and RGB with identical channels are grey; colour slices (RGB channels that differ) are
+    converted to luminance with one warning per cube naming the folder, or refused when ``colour_to_grey`` is
+    False. With ``allowed_values`` (label cubes: :data:`LABEL_CODES`) a slice holding another value is rejected,
+    the message naming the slice and the unexpected values (:func:`formats.codes.check_codes`), unless
+    ``nearest_code`` maps every value to its nearest code. A slice that is no BMP/PNG as its extension says (JPEG
+    bytes) or is animated is rejected.
+
+    Args:
+        allow_fewer_slices: accept a cube with fewer slices than ``expected_slices`` (a warning names it); more
+            slices are always an error.
 
     Raises:
         CaseReadError: any problem of :func:`list_cube_slices`, an unreadable slice, a slice whose size differs from
             the first slice's, a value outside ``allowed_values``.
     """
-    paths = list_cube_slices(folder, extensions, first_index, expected_slices)
-    allowed = None if allowed_values is None else np.asarray(sorted(allowed_values))
-    first = _read_grey(paths[0])
+    paths = list_cube_slices(folder, extensions, first_index, None)
+    if expected_slices is not None and len(paths) != expected_slices:
+        found = f"{len(paths)} slices ({paths[0].name}..{paths[-1].name})"
+        if len(paths) > expected_slices or not allow_fewer_slices:
+            hint = "" if len(paths) > expected_slices else " (allow_fewer_slices accepts a shorter cube)"
+            raise CaseReadError(f"OCT cube {folder}: {found}, expected {expected_slices}{hint}", path=folder)
+        logger.warning("OCT cube %s: %s, fewer than the expected %d; accepted", folder, found, expected_slices)
+    first, colour = _read_grey(paths[0], colour_to_grey)
     cube = np.empty((len(paths),) + first.shape, dtype=np.uint8)
+    colour_slices = int(colour > 0)
     for i, path in enumerate(paths):
-        img = first if i == 0 else _read_grey(path)
+        if i:
+            img, colour = _read_grey(path, colour_to_grey)
+            colour_slices += colour > 0
+        else:
+            img = first
         if img.shape != first.shape:
             raise CaseReadError(
                 f"OCT cube {path.parent}: slice {path.name} is {img.shape[0]}x{img.shape[1]} (HxW) but slice "
                 f"{paths[0].name} is {first.shape[0]}x{first.shape[1]}",
                 path=path,
             )
-        if allowed is not None:
-            values = np.unique(img)
-            unexpected = values[~np.isin(values, allowed)]
-            if unexpected.size:
-                shown = ", ".join(str(v) for v in unexpected[:10].tolist())
-                raise CaseReadError(
-                    f"OCT cube {path.parent}: label slice {path.name} has grey values {shown} that are no label code "
-                    f"(allowed {allowed.tolist()})",
-                    path=path,
-                )
+        if allowed_values is not None:
+            what = f"OCT cube {path.parent}: label slice {path.name} has grey values"
+            img = check_codes(img, allowed_values, path, what, nearest_code)
         cube[i] = img
+    if colour_slices:
+        logger.warning("OCT cube %s: %d colour slice(s) converted to grey luminance (ITU-R 601)", folder, colour_slices)
     return cube
 
 
-def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp") -> Path:
-    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey."""
+def write_oct_cube(folder: str | os.PathLike, cube: np.ndarray, ext: str = ".bmp", overwrite: bool = False) -> Path:
+    """Write an ``(S, H, W)`` uint8 cube as the challenge stores it: ``folder/1<ext> ... S<ext>``, 8-bit grey.
+
+    The slices are written into a temporary folder beside ``folder``, which is then renamed to ``folder``: a reader
+    never sees a cube missing its last slices (which would read as a shorter cube), and a failed write leaves none.
+
+    Raises:
+        FileExistsError: ``folder`` exists and ``overwrite`` is False.
+        ValueError: ``cube`` is not an ``(S, H, W)`` uint8 array.
+    """
     folder = Path(folder)
     cube = np.asarray(cube)
     if cube.ndim != 3 or cube.dtype != np.uint8:
         raise ValueError(f"expected an (S, H, W) uint8 cube, got {cube.dtype} {cube.shape}")
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, image in enumerate(cube, start=1):
-        Image.fromarray(image).save(folder / f"{n}{ext}")
+    with atomic_folder(folder, overwrite=overwrite) as staging:
+        for n, image in enumerate(cube, start=1):
+            Image.fromarray(image).save(staging / f"{n}{ext}")
     return folder
 
 
 def read_grey_bscan(path: str | os.PathLike) -> np.ndarray:
     """A separate B-scan file (PNG, BMP, ...) as ``(H, W)`` uint8 grey; RGB-encoded grey with ITU-R 601 luma.
 
+    A 16-bit or 32-bit image is rescaled by its real range, ``round(255 * (v - min) / (max - min))`` (a constant
+    image gives 0), with a warning naming the file: converting it to 8 bits by PIL would clip every value above 255.
+    The first frame of a multi-frame file would silently be a part of the data, so such a file is refused.
+
     Raises:
-        CaseReadError: the file cannot be read as an image.
+        CaseReadError: the file cannot be read as an image, or holds several frames.
     """
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
+            frames, mode = getattr(image, "n_frames", 1), image.mode
+            image.load()
+            if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                values = np.asarray(image, dtype=np.float64)
+            else:
+                values = None
+                grey = np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError) as error:
         raise CaseReadError(f"{path}: not a readable image ({error})", path=path) from error
+    if frames > 1:
+        raise CaseReadError(f"{path}: holds {frames} frames; expected a single B-scan", path=path)
+    if values is None:
+        return grey
+    low, high = float(values.min()), float(values.max())
+    logger.warning("%s: B-scan of mode %s (over 8 bits) rescaled from [%g, %g] to 0..255", path, mode, low, high)
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.round(scaled).astype(np.uint8)
 
 
 def prediction_paths(folder: str | os.PathLike, case: str) -> tuple[Path, Path]:
@@ -221,7 +291,7 @@ def write_oct_prediction(
     first_slice: int = 1,
     overwrite: bool = False,
 ) -> None:
-    """Write a cube's prediction to :func:`prediction_paths`, each file atomically.
+    """Write a cube's prediction to :func:`prediction_paths`: both files, atomically, or neither.
 
     Args:
         folder: the output folder (created if needed).
@@ -232,7 +302,8 @@ def write_oct_prediction(
         detection: ``(S, K)`` lesion probabilities, one CSV row per B-scan: ``slice`` (the file number) and one
             column per lesion (:func:`lesion_names`).
         first_slice: number of the first slice file.
-        overwrite: replace existing files; otherwise an existing file raises ``FileExistsError``.
+        overwrite: replace existing files; otherwise an existing file raises ``FileExistsError`` (and neither
+            file is written: an existing ``_det.csv`` beside a new ``_seg.nii.gz`` would pair two runs).
     """
     seg_path, det_path = prediction_paths(folder, case)
     table = io.StringIO()
@@ -240,8 +311,9 @@ def write_oct_prediction(
     writer.writerow(["slice", *lesion_names(detection.shape[1] + 1)])
     for s, row in enumerate(detection):
         writer.writerow([s + first_slice, *(f"{p:.6f}" for p in row)])
-    write_nifti_atomic(seg_path, np.ascontiguousarray(labels.transpose(2, 1, 0)), overwrite=overwrite)
-    write_text_atomic(det_path, table.getvalue(), overwrite=overwrite)
+    with atomic_group():  # both files or neither
+        write_nifti_atomic(seg_path, np.ascontiguousarray(labels.transpose(2, 1, 0)), overwrite=overwrite)
+        write_text_atomic(det_path, table.getvalue(), overwrite=overwrite)
 
 
 def read_oct_prediction(folder: str | os.PathLike, case: str) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,12 @@ The angioma images are RGB PNGs whose three channels are identical, the masks 8-
 bundles/angioma_ultrasound_segmentation/docs/README.md). :func:`read_grey_png` returns the grey pixels,
 :func:`read_mask_png` a {0, 1} mask and :func:`fit_mask_to_image` resizes a slightly-off mask to its image with
 nearest neighbour, as the challenge's loader does; :func:`read_rgb_png` reads the 3-channel images of FUGC 2025.
-Anything else (a missing or corrupt file, 16-bit, alpha, palette,
-RGB with differing channels, mask values other than 0/255, a mask far from its image's size) raises
+Real inputs users have are accepted: a 1-bit mask is a binary mask; a grey image whose RGB channels differ at some
+pixels (annotation marks, a colour scanner UI) is converted to luminance (ITU-R 601, PIL's ``convert("L")``) with a
+warning naming the file, or refused when ``colour_to_grey`` is False; mask values that are almost a code are
+refused with a message naming the ``nearest_code`` option that maps them (:func:`formats.codes.check_codes`).
+Anything else (a missing or corrupt file, another format named ``.png`` such as JPEG bytes, an animated PNG,
+16-bit, alpha, palette, mask values other than 0/255, a mask far from its image's size) raises
 :class:`formats.errors.CaseReadError` naming the file, so one bad case among hundreds is found at once.
 Unlike MONAI's ``PILReader`` (which returns ``(W, H)`` unless told otherwise), arrays here are ``(H, W)``.
 The dictionary transforms over these functions are in :mod:`transforms.png`.
@@ -14,6 +18,7 @@ The dictionary transforms over these functions are in :mod:`transforms.png`.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,17 +27,21 @@ import torch
 from monai.utils import convert_to_numpy
 from PIL import Image
 
+from formats.codes import check_codes
 from formats.errors import CaseReadError
 from utils.atomic import atomic_path
 
 __all__ = [
     "fit_mask_to_image",
+    "grey_from_rgb",
     "read_grey_png",
     "read_mask_png",
     "read_rgb_png",
     "save_png_atomic",
     "save_rgb_png_atomic",
 ]
+
+logger = logging.getLogger(__name__)
 
 _MODE_PROBLEMS = {
     "I;16": "is a 16-bit image",
@@ -48,38 +57,77 @@ _MODE_PROBLEMS = {
 
 
 def _open_png(path: str | os.PathLike) -> tuple[str, np.ndarray]:
-    """The PIL mode and pixels of the image file ``path``; a missing or unreadable file raises CaseReadError."""
+    """The PIL mode and pixels of the PNG file ``path``.
+
+    Raises:
+        CaseReadError: the file is missing or unreadable, holds another format (JPEG bytes named ``.png``), or is an
+            animated PNG (its first frame is not the whole image).
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise CaseReadError(f"expected the path of a PNG file, got {type(path).__name__}: {path!r}")
     if not Path(path).is_file():
         raise CaseReadError(f"{path}: file not found", path=path)
     try:
         with Image.open(path) as image:
+            file_format, frames = image.format, getattr(image, "n_frames", 1)
             image.load()
-            return image.mode, np.asarray(image)
+            mode, array = image.mode, np.asarray(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise CaseReadError(f"{path}: not a readable PNG ({error})", path=path) from error
+    if file_format != "PNG":
+        raise CaseReadError(
+            f"{path}: holds a {file_format} image, not a PNG; convert it to PNG (a lossy format named .png is "
+            "not read as one)",
+            path=path,
+        )
+    if frames > 1:
+        raise CaseReadError(f"{path}: animated PNG with {frames} frames; expected a single image", path=path)
+    return mode, array
 
 
-def read_grey_png(path: str | os.PathLike) -> np.ndarray:
-    """The 8-bit grey pixels ``(H, W)`` uint8 of the PNG ``path`` (mode ``L``, or ``RGB`` with equal channels).
+def grey_from_rgb(array: np.ndarray, path: str | os.PathLike, colour_to_grey: bool = True) -> np.ndarray:
+    """The grey ``(H, W)`` uint8 pixels of an ``(H, W, 3)`` RGB image meant to be grey.
+
+    Identical channels give the channel itself. Channels that differ somewhere (annotation marks, a colour UI in a
+    grey ultrasound screenshot) give the ITU-R 601 luminance (PIL's ``convert("L")``) and a warning naming the file
+    and the number of colour pixels, or an error when ``colour_to_grey`` is False.
 
     Raises:
-        CaseReadError: the file is missing or unreadable, is not 8-bit grey (16-bit, alpha, palette, 1-bit, …),
-            or is RGB with channels that differ (a colour image is refused rather than silently converted).
+        CaseReadError: the channels differ and ``colour_to_grey`` is False.
+    """
+    colour = (array[..., 0] != array[..., 1]) | (array[..., 0] != array[..., 2])
+    if not colour.any():
+        return np.ascontiguousarray(array[..., 0])
+    differing = int(np.count_nonzero(colour))
+    if not colour_to_grey:
+        raise CaseReadError(
+            f"{path}: RGB image with differing channels at {differing} pixels; expected grey (identical channels) "
+            "ultrasound (colour_to_grey converts it to luminance instead)",
+            path=path,
+        )
+    logger.warning("%s: RGB channels differ at %d pixels; converted to grey luminance (ITU-R 601)", path, differing)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).convert("L"))
+
+
+def read_grey_png(path: str | os.PathLike, colour_to_grey: bool = True) -> np.ndarray:
+    """The 8-bit grey pixels ``(H, W)`` uint8 of the PNG ``path`` (mode ``L``, or ``RGB`` meant to be grey).
+
+    RGB with identical channels is the grey image; RGB whose channels differ somewhere is converted to luminance
+    with a warning, or refused when ``colour_to_grey`` is False (:func:`grey_from_rgb`).
+
+    Raises:
+        CaseReadError: the file is missing or unreadable, is no PNG or an animated one, is not 8-bit grey (16-bit,
+            alpha, palette, 1-bit, …), or is colour and ``colour_to_grey`` is False.
     """
     mode, array = _open_png(path)
+    return _grey(mode, array, path, colour_to_grey)
+
+
+def _grey(mode: str, array: np.ndarray, path: str | os.PathLike, colour_to_grey: bool) -> np.ndarray:
     if mode == "L":
         return array
     if mode == "RGB":
-        if not ((array[..., 0] == array[..., 1]).all() and (array[..., 0] == array[..., 2]).all()):
-            differing = int(np.count_nonzero((array[..., 0] != array[..., 1]) | (array[..., 0] != array[..., 2])))
-            raise CaseReadError(
-                f"{path}: RGB image with differing channels at {differing} pixels; expected grey "
-                "(identical channels) ultrasound",
-                path=path,
-            )
-        return np.ascontiguousarray(array[..., 0])
+        return grey_from_rgb(array, path, colour_to_grey)
     problem = _MODE_PROBLEMS.get(mode, f"has the unsupported mode {mode!r}")
     raise CaseReadError(f"{path}: {problem}; expected an 8-bit grey (L or grey RGB) PNG", path=path)
 
@@ -115,20 +163,23 @@ def read_rgb_png(path: str | os.PathLike) -> np.ndarray:
     raise CaseReadError(f"{path}: {problem}; expected an 8-bit 3-channel (RGB) or grey PNG", path=path)
 
 
-def read_mask_png(path: str | os.PathLike) -> np.ndarray:
-    """The {0, 1} uint8 mask ``(H, W)`` of a {0, 255} PNG, at its size on disk.
+def read_mask_png(path: str | os.PathLike, nearest_code: bool = False) -> np.ndarray:
+    """The {0, 1} uint8 mask ``(H, W)`` of a {0, 255} PNG (or a 1-bit PNG, a binary mask as it is), at its size on disk.
+
+    Args:
+        path: the mask file.
+        nearest_code: map every value to the nearest of 0 and 255 (anti-aliased edges: 253, 254 beside 255) instead
+            of refusing values that are no code.
 
     Raises:
-        CaseReadError: as :func:`read_grey_png`, or values other than 0 and 255.
+        CaseReadError: as :func:`read_grey_png` (a colour mask is refused), or values other than 0 and 255 without
+            ``nearest_code`` (:func:`formats.codes.check_codes`).
     """
-    array = read_grey_png(path)
-    values = np.unique(array)
-    if not np.isin(values, (0, 255)).all():
-        raise CaseReadError(
-            f"{path}: mask values {values[:10].tolist()}{' ...' if len(values) > 10 else ''} are not {{0, 255}}",
-            path=path,
-        )
-    return (array == 255).astype(np.uint8)
+    mode, array = _open_png(path)
+    if mode == "1":
+        return array.astype(np.uint8)
+    grey = _grey(mode, array, path, colour_to_grey=False)
+    return (check_codes(grey, (0, 255), path, f"{path}: mask has values", nearest_code) == 255).astype(np.uint8)
 
 
 def fit_mask_to_image(

@@ -16,6 +16,7 @@ zeros, which darkens the border). The originals work on 8-bit PIL images and rou
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 from monai.config import KeysCollection
@@ -27,6 +28,8 @@ import numpy as np
 from scipy import ndimage
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "adjust_brightness",
@@ -53,9 +56,12 @@ def _as_numpy(img: object) -> np.ndarray:
 
 
 class ToUnitIntervald(MapTransform):
-    """Divide an image by ``max_value`` when its maximum exceeds 1, as the CSV 2026 loaders do.
+    """Bring a stored image to [0, 1]: divided by ``max_value`` as the CSV 2026 loaders do, or by its own range.
 
-    Stored images are uint8-range (0-255); an image already in [0, 1] is left alone.
+    The rule, per image: values already in [0, 1] are left alone; values in [0, ``max_value``] (the challenge's
+    uint8 images, 0-255) are divided by ``max_value``; values outside it (int16 with negative values, 16-bit
+    0..65535) are rescaled by their own range, ``(v - min) / (max - min)`` (a constant image gives 0), with a
+    warning naming the file, since dividing them by 255 would leave them far outside [0, 1].
     """
 
     def __init__(self, keys: KeysCollection, max_value: float = 255.0, allow_missing_keys: bool = False) -> None:
@@ -65,7 +71,15 @@ class ToUnitIntervald(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            if d[key].max() > 1:
+            low, high = float(d[key].min()), float(d[key].max())
+            if low < 0 or high > self.max_value:
+                meta = getattr(d[key], "meta", {})
+                logger.warning(
+                    "%s (%s): values [%g, %g] outside 0..%g; rescaled by their own range to [0, 1]",
+                    meta.get("filename_or_obj", "image"), meta.get("h5_dataset", key), low, high, self.max_value,
+                )
+                d[key] = (d[key] - low) / (high - low) if high > low else d[key] * 0
+            elif high > 1:
                 d[key] = d[key] / self.max_value
         return d
 

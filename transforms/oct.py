@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy, ensure_tuple
 
 from formats.errors import CaseReadError
-from formats.oct import LABEL_CODES, read_oct_cube, write_oct_prediction
+from formats.oct import LABEL_CODES, prediction_paths, read_oct_cube, write_oct_prediction
 from transforms.writers import CaseWriterd
 
 __all__ = ["LoadOCTCubed", "SaveOCTPredictiond"]
@@ -48,10 +49,15 @@ class LoadOCTCubed(MapTransform):
         keys: keys holding cube folders (image and label).
         label_keys: those of ``keys`` whose slices must only hold ``label_values``.
         label_values: grey values allowed in label slices (default: the challenge's codes 0, 128, 191, 255).
-        expected_slices: if given, every cube must have exactly this many slices (128 for the challenge).
+        expected_slices: if given, every cube must have exactly this many slices (128 for the challenge): a cube
+            missing its last slices is an error.
         extensions: file extensions of slice images.
         first_index: number of the first slice (the challenge numbers from 1).
         allow_missing_keys: skip missing keys instead of raising.
+        allow_fewer_slices: accept cubes with fewer than ``expected_slices`` slices (with a warning naming them).
+        nearest_code: map each label grey value to the nearest of ``label_values`` (anti-aliased masks) instead of
+            refusing values that are no code.
+        colour_to_grey: convert colour slices to luminance with a warning; False refuses them.
 
     After loading, all loaded keys must have the same shape (an image cube and its label cube slice for slice);
     otherwise a :class:`~formats.errors.CaseReadError` names both folders.
@@ -66,6 +72,9 @@ class LoadOCTCubed(MapTransform):
         extensions: Sequence[str] = (".bmp", ".png"),
         first_index: int = 1,
         allow_missing_keys: bool = False,
+        allow_fewer_slices: bool = False,
+        nearest_code: bool = False,
+        colour_to_grey: bool = True,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_keys = set(ensure_tuple(label_keys))
@@ -76,6 +85,9 @@ class LoadOCTCubed(MapTransform):
         self.expected_slices = expected_slices
         self.extensions = tuple(extensions)
         self.first_index = first_index
+        self.allow_fewer_slices = allow_fewer_slices
+        self.nearest_code = nearest_code
+        self.colour_to_grey = colour_to_grey
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -88,6 +100,9 @@ class LoadOCTCubed(MapTransform):
                 allowed_values=self.label_values if key in self.label_keys else None,
                 extensions=self.extensions,
                 first_index=self.first_index,
+                allow_fewer_slices=self.allow_fewer_slices,
+                nearest_code=self.nearest_code,
+                colour_to_grey=self.colour_to_grey,
             )
             loaded[key] = folder
         shapes = {key: d[key].shape for key in loaded}  # type: ignore[attr-defined]
@@ -120,7 +135,9 @@ class SaveOCTPredictiond(CaseWriterd):
         first_slice: number of the first slice in the CSV (the challenge numbers its files from 1).
         overwrite: replace existing outputs; otherwise an existing file is an error for that cube.
 
-    Files are written atomically (:func:`formats.oct.write_oct_prediction`): a reader never sees half a volume.
+    Files are written atomically (:func:`formats.oct.write_oct_prediction`): a reader never sees half a volume. All
+    files of a cube appear together or none does (:class:`transforms.writers.CaseWriterd`): a failure in the last
+    group leaves no volume of the first.
     """
 
     def __init__(
@@ -139,6 +156,13 @@ class SaveOCTPredictiond(CaseWriterd):
         self.key = key
         self.first_slice = first_slice
 
+    def _folders(self) -> list[Path]:
+        return [self.output_dir] if self.variants is None else [self.output_dir / v for v in self.variants]
+
+    def output_paths(self, case: str) -> list[Path]:
+        """``<case>_seg.nii.gz`` and ``<case>_det.csv`` of each group (:func:`formats.oct.prediction_paths`)."""
+        return [path for folder in self._folders() for path in prediction_paths(folder, case)]
+
     def write(self, case: str, data: dict[Hashable, Any]) -> None:
         probs = convert_to_numpy(data[self.key])
         groups = 1 if self.variants is None else len(self.variants)
@@ -148,9 +172,8 @@ class SaveOCTPredictiond(CaseWriterd):
                 f"(channels, S, H, W), got shape {probs.shape}"
             )
         width = probs.shape[0] // groups
-        for g in range(groups):
+        for g, folder in enumerate(self._folders()):
             group = probs[g * width : (g + 1) * width]
-            folder = self.output_dir if self.variants is None else self.output_dir / self.variants[g]
             labels = np.argmax(group[: self.num_classes], axis=0).astype(np.uint8)  # (S, H, W)
             detection = group[self.num_classes :, :, 0, 0].T  # (S, K): constant over H, W
             write_oct_prediction(folder, case, labels, detection, self.first_slice, self.overwrite)

@@ -4,6 +4,9 @@ overwriting unless asked.
 :class:`CaseWriterd` is the base of every bundle's writer (:class:`SaveH5d`, :class:`SaveOverlayd` here,
 :class:`transforms.png.SaveGreyPNGd`, :class:`transforms.oct.SaveOCTPredictiond`); the bytes of each format are
 written by :mod:`formats`, through :func:`utils.atomic.atomic_path`, so a reader never sees half a file.
+Each writer tells, from the case name alone, which files it will write (:meth:`CaseWriterd.output_paths`): the
+inference workflow checks them before the network runs, and writes all files of a case or none
+(:func:`utils.atomic.atomic_group`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PIL import Image
 
 from formats.h5 import write_h5_atomic
 from formats.png import save_rgb_png_atomic
+from utils.atomic import atomic_group
 
 __all__ = ["CaseWriterd", "SaveH5d", "SaveOverlayd", "overlay_image"]
 
@@ -32,7 +36,11 @@ class CaseWriterd(MapTransform):
     """Base of the writers of a case's outputs: ``{output_dir}/{case}{suffix}{extension}``.
 
     ``__call__`` hands the data and the case name (``data[case_key]``) to :meth:`write`, which subclasses implement
-    with an atomic writer of :mod:`formats` and ``overwrite=self.overwrite``; the data pass through unchanged.
+    with an atomic writer of :mod:`formats` and ``overwrite=self.overwrite``; the data pass through unchanged. The
+    files written by one call appear together when :meth:`write` returns, or none does when it raises
+    (:func:`utils.atomic.atomic_group`).
+    :meth:`output_paths` lists the files :meth:`write` creates for a case (subclasses writing more than
+    :meth:`output_path` override it), so that existing outputs are found before the case is computed.
 
     Args:
         keys: data keys to write.
@@ -66,13 +74,18 @@ class CaseWriterd(MapTransform):
         folder = self.output_dir if folder is None else Path(folder)
         return folder / f"{case}{self.suffix if suffix is None else suffix}{self.extension}"
 
+    def output_paths(self, case: str) -> list[Path]:
+        """Every file :meth:`write` creates for ``case`` (default: the one :meth:`output_path`)."""
+        return [self.output_path(case)]
+
     def write(self, case: str, data: dict[Hashable, Any]) -> None:
         """Write the outputs of ``case`` from ``data``."""
         raise NotImplementedError(f"{type(self).__name__} must implement write()")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        self.write(str(d[self.case_key]), d)
+        with atomic_group():  # all files of the case, or none
+            self.write(str(d[self.case_key]), d)
         return d
 
 

@@ -113,6 +113,11 @@ def _write_bad_images(folder: Path) -> None:
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     Image.fromarray(np.full((40, 60), 40000, dtype=np.uint16)).save(folder / "deep.png")  # 16-bit grey
     Image.fromarray(np.zeros((40, 60, 4), dtype=np.uint8), mode="RGBA").save(folder / "alpha.png")
+    Image.fromarray(np.zeros((40, 60), dtype=np.uint8)).save(folder / "photo.png", format="JPEG")
+    frames = [Image.fromarray(np.full((40, 60), v, dtype=np.uint8)) for v in (0, 90)]
+    frames[0].save(folder / "cine.png", save_all=True, append_images=frames[1:])
+    (folder / "notes.txt").write_text("")
+    (folder / "old.png").mkdir()
 
 
 def test_ensemble_inference_writes_masks_named_and_sized_as_the_inputs_and_reports_bad_images(
@@ -124,7 +129,7 @@ def test_ensemble_inference_writes_masks_named_and_sized_as_the_inputs_and_repor
     for source in sources:
         (images / source.name).write_bytes(source.read_bytes())
     _write_bad_images(images)
-    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    before = {p.name: p.read_bytes() for p in images.iterdir() if p.is_file()}
     out = tmp_path / "pred"
     with pytest.raises(RuntimeError) as failure:  # the bundle runner wraps the workflow's InferenceFailed
         _predict(images, out, runs, save_overlay=True)
@@ -133,16 +138,19 @@ def test_ensemble_inference_writes_masks_named_and_sized_as_the_inputs_and_repor
     assert "broken.png" in message and "not a readable PNG" in message
     assert "deep.png" in message and "16-bit" in message
     assert "alpha.png" in message and "alpha channel" in message
-    assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in sources)
+    assert "photo.png: holds a JPEG image, not a PNG" in message and "cine.png: animated PNG with 2 frames" in message
+    assert sorted(p.name for p in out.glob("*.png") if p.is_file()) == sorted(p.name for p in sources)
     for source in sources:
         mask = Image.open(out / source.name)
         assert mask.mode == "L" and mask.size == Image.open(source).size
         assert set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
     assert sorted(p.name for p in (out / "overlays").glob("*.png")) == sorted(f"{p.stem}_overlay.png" for p in sources)
     assert not list(out.rglob("*.tmp*")), "no half-written files"
-    assert {p.name: p.read_bytes() for p in images.iterdir()} == before, "inputs must not change"
+    assert {p.name: p.read_bytes() for p in images.iterdir() if p.is_file()} == before, "inputs must not change"
     report = json.loads((out / "inference_report.json").read_text())
-    assert sorted(f["case"] for f in report["failed"]) == ["alpha", "broken", "deep"]
+    assert sorted(f["case"] for f in report["failed"]) == ["alpha", "broken", "cine", "deep", "photo"]
+    assert sorted(Path(s["entry"]).name for s in report["skipped_entries"]) == ["notes.txt", "old.png"]
+    assert report["num_entries"] == len(list(images.iterdir()))
 
 
 def test_ensemble_really_averages_distinct_fold_models(runs):

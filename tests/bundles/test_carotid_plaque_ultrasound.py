@@ -18,7 +18,7 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_ne
 
 from data.csv2026 import pack_png_as_csv2026_case
 from data.synthetic.carotid_plaque_ultrasound import generate
-from engines.inference import InferenceFailed
+from engines.inference import InferenceFailed, OutputNotWritable
 from tests.bundles.workflow import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,6 +150,45 @@ def test_inference_writes_submissions_and_reports_bad_cases_by_name(dataset, tra
     assert {p.name: p.read_bytes() for p in images.iterdir()} == before, "inputs must not change"
     report = json.loads((out / "inference_report.json").read_text())
     assert sorted(f["case"] for f in report["failed"]) == ["9001", "9002"]
+
+
+def test_rerun_does_only_missing_cases_and_every_input_entry_is_accounted_for(dataset, trained, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    sources = sorted((dataset / "images").glob("*.h5"))[:2]
+    for source in sources:
+        (images / source.name).write_bytes(source.read_bytes())
+    (images / "notes.txt").write_text("scanned 2026-01-02")
+    (images / "9003.h5").mkdir()
+    (images / "9004.h5").symlink_to(tmp_path / "moved.h5")
+    out = tmp_path / "pred"
+    settings = {"input_dir": str(images), "output_dir": str(out), "model_path": str(trained / "models" / "model.pt")}
+    run_bundle(INFERENCE, save_overlay=True, **settings, **TINY)
+    report = json.loads((out / "inference_report.json").read_text())
+    assert report["num_entries"] == 5 and report["num_cases"] == 2
+    assert sorted(Path(s["entry"]).name for s in report["skipped_entries"]) == ["9003.h5", "9004.h5", "notes.txt"]
+    first, second = (p.stem for p in sources)
+    for path in (out / f"{second}_pred.h5", out / "overlays" / f"{second}_overlay.png"):
+        path.unlink()
+    (out / f"{first}_pred.h5").unlink()  # the overlay of the first case is left: a new _pred.h5 would not match it
+    with pytest.raises(RuntimeError) as failure:
+        run_bundle(INFERENCE, save_overlay=True, **settings, **TINY)
+    message = str(failure.value.__cause__)
+    assert f"{first}_overlay.png" in message and "outputs exist" in message
+    assert not (out / f"{first}_pred.h5").exists(), "no new submission beside an old overlay"
+    assert (out / f"{second}_pred.h5").is_file() and (out / "overlays" / f"{second}_overlay.png").is_file()
+    run_bundle(INFERENCE, save_overlay=True, skip_existing=True, overwrite=True, **settings, **TINY)
+    report = json.loads((out / "inference_report.json").read_text())
+    assert report["skipped"] == [second] and report["succeeded"] == [first]
+
+
+def test_an_unwritable_output_folder_stops_inference_before_any_case(dataset, trained, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RuntimeError) as failure:
+        run_bundle(INFERENCE, input_dir=str(dataset / "images"), output_dir=str(tmp_path / "a_file" / "pred"),
+                   model_path=str(trained / "models" / "model.pt"), **TINY)  # fmt: skip
+    assert isinstance(failure.value.__cause__, OutputNotWritable)
+    assert "a_file/pred is not writable" in str(failure.value.__cause__)
 
 
 def test_evaluate_prints_and_saves_the_official_score_table(dataset, trained, tmp_path, capsys):

@@ -33,8 +33,11 @@ INFERENCE = [str(CONFIGS / "inference.json")]
 EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]
 WIDTHS = [4, 8, 16, 32, 64]
 # CPU-test-sized networks, cubes of 6 B-scans of 64 x 32; everything else is the bundle's own configuration
-TINY = {"features": WIDTHS, "fusion_features": WIDTHS, "roi_size": [64, 32], "slice_batch_size": 4, "num_workers": 0}
-TRAIN_TINY = {k: v for k, v in TINY.items() if k != "fusion_features"} | {"batch_size": 4}
+TINY = {
+    "features": WIDTHS, "fusion_features": WIDTHS, "roi_size": [64, 32], "slice_batch_size": 4, "num_workers": 0,
+    "expected_slices": 6,
+}  # fmt: skip
+TRAIN_TINY = {k: v for k, v in TINY.items() if k not in ("fusion_features", "expected_slices")} | {"batch_size": 4}
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +166,9 @@ def test_inference_writes_volumes_and_reports_bad_cubes_by_name(dataset, trained
     odd = _copy_cube(test_cubes[0], images / "odd.img")
     Image.fromarray(np.zeros((48, 32), np.uint8)).save(odd / "5.bmp")
     (images / "empty.img").mkdir()
+    cut = _copy_cube(test_cubes[0], images / "cut.img")
+    (cut / "6.bmp").unlink()  # a cube missing its last slice
+    (images / "readme.txt").write_text("exported 2026-01-02")
     before = {p: p.read_bytes() for p in images.rglob("*.bmp")}
     out = tmp_path / "pred"
     with pytest.raises(RuntimeError) as failure:  # the bundle runner wraps the workflow's InferenceFailed
@@ -172,8 +178,11 @@ def test_inference_writes_volumes_and_reports_bad_cubes_by_name(dataset, trained
     assert "gap.img: missing slice 3.bmp" in message
     assert "odd.img: slice 5.bmp is 48x32" in message
     assert "empty.img: no slice images" in message
+    assert "cut.img: 5 slices (1.bmp..5.bmp), expected 6 (allow_fewer_slices" in message
     report = json.loads((out / "inference_report.json").read_text())
-    assert sorted(f["case"] for f in report["failed"]) == ["empty", "gap", "odd"]
+    assert sorted(f["case"] for f in report["failed"]) == ["cut", "empty", "gap", "odd"]
+    assert [Path(s["entry"]).name for s in report["skipped_entries"]] == ["readme.txt"]
+    assert report["num_entries"] == len(list(images.iterdir()))
     assert report["succeeded"] == [cube.name.removesuffix(".img") for cube in test_cubes]
     assert set(report["peak_memory_mb"]) == set(report["succeeded"])
     for case in report["succeeded"]:
@@ -195,7 +204,7 @@ def test_real_duke_bscans_go_through_inference_as_a_short_cube(real_samples, tmp
     out = tmp_path / "pred"
     # B-scans of 496 x 768 in 512 x 768 windows: padded in height, cropped back
     run_bundle(INFERENCE, input_dir=str(tmp_path / "images"), output_dir=str(out), model_path=str(tmp_path / "model.pt"),
-         fusion=False, features=widths, roi_size=[512, 768], slice_batch_size=7)  # fmt: skip
+         fusion=False, features=widths, roi_size=[512, 768], slice_batch_size=7, allow_fewer_slices=True)  # fmt: skip
     assert nib.load(out / "DUKE_seg.nii.gz").shape == (768, 496, len(scans))
     assert len((out / "DUKE_det.csv").read_text().splitlines()) == len(scans) + 1
 

@@ -4,8 +4,12 @@ import json
 
 import pytest
 import torch
+from monai.transforms import Compose
 
-from engines.inference import CaseInferenceWorkflow, InferenceFailed
+from data.listing import CaseList
+from engines.inference import CaseInferenceWorkflow, InferenceFailed, OutputNotWritable, find_writers
+from transforms.writers import CaseWriterd
+from utils.atomic import write_text_atomic
 
 
 def _load(item: dict) -> dict:
@@ -98,3 +102,97 @@ def test_peak_memory_of_each_case_is_reported(tmp_path):
     assert "peak memory" in report.summary()
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["max_peak_memory_mb"] == pytest.approx(report.peak_memory_mb["large"])
+
+
+class _TextWriter(CaseWriterd):
+    """Writes ``{case}{suffix}.txt`` holding the prediction's maximum; fails for the case named ``fail_case``."""
+
+    extension = ".txt"
+
+    def __init__(self, output_dir, suffix, fail_case=None, overwrite=False):
+        super().__init__("pred", output_dir, suffix=suffix, overwrite=overwrite)
+        self.fail_case = fail_case
+
+    def write(self, case, data):
+        if case == self.fail_case:
+            raise OSError(f"cannot write {self.output_path(case)}")
+        write_text_atomic(self.output_path(case), str(float(data["pred"].max())), overwrite=self.overwrite)
+
+
+def _writing_workflow(datalist, writers, **kwargs):
+    return CaseInferenceWorkflow(
+        datalist=datalist,
+        preprocessing=_load,
+        network=torch.nn.Identity(),
+        postprocessing=Compose(writers),
+        raise_on_failure=False,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_a_case_is_written_whole_or_not_at_all(tmp_path):
+    writers = [_TextWriter(tmp_path, "_seg"), _TextWriter(tmp_path, "_det", fail_case="b")]
+    report = _writing_workflow([{"case": "a", "value": 1}, {"case": "b", "value": 2}], writers).run()
+    assert report.succeeded == ["a"] and [f.case for f in report.failed] == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_det.txt", "a_seg.txt"], "b's _seg must not be left"
+
+
+def test_existing_outputs_fail_the_case_before_the_network_runs(tmp_path):
+    (tmp_path / "a_det.txt").write_text("old")
+    seen = []
+
+    def network(x):
+        seen.append(x)
+        return x
+
+    writers = [_TextWriter(tmp_path, "_seg"), _TextWriter(tmp_path, "_det")]
+    workflow = _writing_workflow([{"case": "a", "value": 1}], writers)
+    workflow.network = torch.nn.Module()
+    workflow.network.forward = network
+    report = workflow.run()
+    assert not seen, "the network must not run for a case whose outputs exist"
+    assert report.failed[0].stage == "checking outputs" and "a_det.txt" in report.failed[0].error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_det.txt"], "no new _seg beside the old _det"
+
+
+def test_skip_existing_does_only_the_missing_cases(tmp_path):
+    datalist = [{"case": "a", "value": 1}, {"case": "b", "value": 2}]
+    writers = [_TextWriter(tmp_path, "_seg"), _TextWriter(tmp_path, "_det")]
+    (tmp_path / "a_seg.txt").write_text("1.0")
+    (tmp_path / "a_det.txt").write_text("1.0")
+    report = _writing_workflow(datalist, writers, skip_existing=True, report_path=tmp_path / "r.json").run()
+    assert report.skipped == ["a"] and report.succeeded == ["b"] and not report.failed
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["skipped"] == ["a"] and saved["num_cases"] == 2
+    assert "1 skipped (outputs already there)" in report.summary()
+
+
+def test_an_unwritable_output_folder_stops_the_run_before_any_case(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    read = []
+
+    def load(item):
+        read.append(item["case"])
+        return _load(item)
+
+    workflow = _writing_workflow([{"case": "a", "value": 1}], [_TextWriter(blocker / "out", "_seg")])
+    workflow.preprocessing = load
+    with pytest.raises(OutputNotWritable, match=str(blocker / "out")):
+        workflow.run()
+    assert not read
+
+
+def test_entries_that_are_no_case_are_reported_and_the_counts_add_up(tmp_path):
+    datalist = CaseList([{"case": "a", "value": 1}], skipped=[{"entry": "in/notes.txt", "reason": "not an .h5 file"}])
+    report = _workflow(datalist, {}, report_path=tmp_path / "r.json").run()
+    assert report.num_entries == 2 and report.num_cases == 1
+    assert "SKIPPED in/notes.txt: not an .h5 file" in report.summary()
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["num_entries"] == 2 and saved["skipped_entries"][0]["reason"] == "not an .h5 file"
+
+
+def test_writers_are_found_inside_nested_compose(tmp_path):
+    inner, outer = _TextWriter(tmp_path, "_a"), _TextWriter(tmp_path, "_b")
+    assert find_writers(Compose([Compose([inner]), outer])) == [inner, outer]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from formats.errors import CaseReadError
 from formats.h5 import read_h5, write_h5_atomic
@@ -48,3 +49,31 @@ def test_oct_cube_and_prediction_round_trip(tmp_path):
 def test_rgb_png_refuses_a_grey_array(tmp_path):
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         save_rgb_png_atomic(tmp_path / "x.png", np.zeros((4, 4), np.uint8))
+
+
+def test_oct_cube_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    cube = np.zeros((4, 5, 4), np.uint8)
+    real_save = Image.Image.save
+
+    def save_three(image, path, *args, **kwargs):
+        if str(path).endswith("4.bmp"):
+            raise OSError("disk full")
+        return real_save(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_three)
+    with pytest.raises(OSError, match="disk full"):
+        write_oct_cube(tmp_path / "c.img", cube)
+    assert list(tmp_path.iterdir()) == [], "no cube of 3 slices may be left"
+    monkeypatch.undo()
+    write_oct_cube(tmp_path / "c.img", cube)
+    with pytest.raises(FileExistsError, match="c.img"):
+        write_oct_cube(tmp_path / "c.img", cube)
+    write_oct_cube(tmp_path / "c.img", cube[:2], overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "c.img").iterdir()) == ["1.bmp", "2.bmp"]
+
+
+def test_oct_prediction_is_both_files_or_neither(tmp_path):
+    (tmp_path / "c_det.csv").write_text("an older run")
+    with pytest.raises(FileExistsError, match="c_det.csv"):
+        write_oct_prediction(tmp_path, "c", np.zeros((2, 3, 4), np.uint8), np.zeros((2, 3), np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["c_det.csv"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from formats.h5 import write_h5_atomic
 from transforms.intensity import (
     adjust_brightness,
     adjust_contrast,
@@ -25,6 +26,7 @@ from transforms.intensity import (
     rgb_to_hsv,
     ToUnitIntervald,
 )
+from transforms.io import LoadH5d
 
 def test_to_unit_interval_scales_8_bit_images_only():
     scaled = ToUnitIntervald("x")({"x": torch.tensor([0.0, 127.5, 255.0])})["x"]
@@ -192,3 +194,16 @@ def test_gaussian_blur_draws_sigma_in_range_with_probability():
     assert 0.1 <= min(sigmas) < 0.2 and 1.9 < max(sigmas) <= 2.0
     with pytest.raises(ValueError, match="sigma_range"):
         RandGaussianBlurd("a", sigma_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "stored", [np.array([[-300, 0], [200, 700]], np.int16), np.array([[0, 1000], [30000, 65535]], np.uint16)]
+)
+def test_to_unit_interval_rescales_images_beyond_8_bits_by_their_range(tmp_path, caplog, stored):
+    path = tmp_path / "0007.h5"
+    write_h5_atomic(path, {"long_img": stored})
+    with caplog.at_level("WARNING", logger="transforms.intensity"):
+        image = ToUnitIntervald("long_img")(LoadH5d("image", ["long_img"])({"image": path}))["long_img"]
+    low, high = float(stored.min()), float(stored.max())
+    torch.testing.assert_close(image[0], torch.as_tensor((stored - low) / (high - low), dtype=torch.float32))
+    assert "0007.h5 (long_img)" in caplog.text and "own range" in caplog.text

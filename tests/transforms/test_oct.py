@@ -14,7 +14,7 @@ from PIL import Image
 
 from networks.unet_plus_plus import UNetPlusPlus, split_seg_det_output
 from formats.errors import CaseReadError
-from formats.oct import LABEL_TO_CLASS, prediction_paths, read_oct_cube, read_oct_prediction
+from formats.oct import LABEL_TO_CLASS, prediction_paths, read_grey_bscan, read_oct_cube, read_oct_prediction
 from transforms.oct import LoadOCTCubed, SaveOCTPredictiond
 from transforms.utility import StackNeighbourSlicesd
 
@@ -244,3 +244,62 @@ def test_missing_or_inconsistent_prediction_files_name_the_cube(tmp_path):
     prediction_paths(tmp_path, "c")[1].write_text("slice,REA,SRF,PED\n1,0.5,0.5,0.5\n")
     with pytest.raises(CaseReadError, match="cube c: .* has 1 slice rows"):
         read_oct_prediction(tmp_path, "c")
+
+
+def test_an_existing_detection_table_stops_the_whole_cube(tmp_path):
+    probs, _, _ = packed_probabilities()
+    save = SaveOCTPredictiond(tmp_path, variants=["fusion", "unet"])
+    assert [p.relative_to(tmp_path).as_posix() for p in save.output_paths("c")] == [
+        "fusion/c_seg.nii.gz", "fusion/c_det.csv", "unet/c_seg.nii.gz", "unet/c_det.csv"
+    ]  # fmt: skip
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "c_det.csv").write_text("an older run")
+    with pytest.raises(FileExistsError, match="c_det.csv"):
+        save({"case": "c", "pred": np.concatenate([probs, probs])})
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*")) == ["unet/c_det.csv"]
+
+
+def test_a_cube_missing_its_last_slices_is_refused_unless_allowed(tmp_path, caplog):
+    folder = write_cube(tmp_path / "cut.img", ramp_cube(5))
+    expected = r"cut\.img: 5 slices \(1\.bmp\.\.5\.bmp\), expected 8 \(allow_fewer_slices"
+    with pytest.raises(CaseReadError, match=expected):
+        LoadOCTCubed("image", expected_slices=8)({"image": folder})
+    with caplog.at_level("WARNING", logger="formats.oct"):
+        cube = LoadOCTCubed("image", expected_slices=8, allow_fewer_slices=True)({"image": folder})["image"]
+    assert cube.shape[0] == 5 and "cut.img: 5 slices" in caplog.text
+    with pytest.raises(CaseReadError, match="expected 4"):
+        LoadOCTCubed("image", expected_slices=4, allow_fewer_slices=True)({"image": folder})
+
+
+def test_jpeg_bytes_named_bmp_and_colour_slices(tmp_path, caplog):
+    folder = write_cube(tmp_path / "c.img", ramp_cube(2))
+    rgb = np.stack([ramp_cube(2)[1]] * 3, -1)
+    rgb[0, 0] = [255, 0, 0]
+    Image.fromarray(rgb).save(folder / "2.bmp")
+    with caplog.at_level("WARNING", logger="formats.oct"):
+        assert read_oct_cube(folder).shape == (2, 8, 4)
+    assert "1 colour slice(s) converted" in caplog.text
+    with pytest.raises(CaseReadError, match=r"slice 2\.bmp is colour \(RGB channels differ at 1 pixels\)"):
+        read_oct_cube(folder, colour_to_grey=False)
+    Image.fromarray(ramp_cube(2)[0]).save(folder / "1.bmp", format="JPEG")
+    with pytest.raises(CaseReadError, match=r"slice 1\.bmp holds a JPEG image, not a BMP"):
+        read_oct_cube(folder)
+
+
+def test_anti_aliased_label_slices_name_the_setting_and_map_on_request(tmp_path):
+    label = label_cube()
+    label[1, 0, 2] = 253
+    folder = write_cube(tmp_path / "x_labelMark", label)
+    expected = r"label slice 2\.bmp has grey values 253 that are no code.*nearest_label_code"
+    with pytest.raises(CaseReadError, match=expected):
+        LoadOCTCubed("label", label_keys="label")({"label": folder})
+    mapped = LoadOCTCubed("label", label_keys="label", nearest_code=True)({"label": folder})["label"]
+    assert mapped[1, 0, 2] == 255
+
+
+def test_sixteen_bit_bscans_are_rescaled_by_their_range_not_clipped(tmp_path):
+    scan = np.linspace(1000, 41000, 32, dtype=np.uint16).reshape(4, 8)
+    Image.fromarray(scan).save(tmp_path / "deep.png")
+    grey = read_grey_bscan(tmp_path / "deep.png")
+    assert grey.dtype == np.uint8 and grey.min() == 0 and grey.max() == 255
+    assert len(np.unique(grey)) == 32, "clipping at 255 would make most values equal"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,8 +66,9 @@ def write(path, array, mode=None):
         ("truncated.png", "truncated", "not a readable PNG"),
         ("deep.png", "16bit", "16-bit"),
         ("alpha.png", "rgba", "alpha channel"),
-        ("colour.png", "colour", "differing channels"),
         ("palette.png", "palette", "palette"),
+        ("photo.png", "jpeg", "holds a JPEG image, not a PNG"),
+        ("cine.png", "animated", "animated PNG with 2 frames"),
     ],
 )
 def test_bad_images_raise_a_case_error_naming_the_file(tmp_path, name, make, message):
@@ -81,10 +83,10 @@ def test_bad_images_raise_a_case_error_naming_the_file(tmp_path, name, make, mes
         Image.fromarray(grey.astype(np.uint16) * 1000).save(path)
     elif make == "rgba":
         write(path, np.stack([grey] * 4, -1), "RGBA")
-    elif make == "colour":
-        rgb = np.stack([grey] * 3, -1)
-        rgb[0, 0, 2] = 255
-        write(path, rgb, "RGB")
+    elif make == "jpeg":
+        Image.fromarray(grey).save(path, format="JPEG")
+    elif make == "animated":
+        Image.fromarray(grey).save(path, format="PNG", save_all=True, append_images=[Image.fromarray(255 - grey)])
     elif make == "palette":
         Image.fromarray(grey).convert("P").save(path)
     with pytest.raises(CaseReadError, match=message) as error:
@@ -95,7 +97,7 @@ def test_bad_images_raise_a_case_error_naming_the_file(tmp_path, name, make, mes
 def test_bad_masks_raise_a_case_error_naming_the_file(tmp_path):
     image = torch.zeros(1, 100, 100)
     grey = write(tmp_path / "grey.png", np.full((100, 100), 128, dtype=np.uint8))
-    with pytest.raises(CaseReadError, match=r"grey\.png: mask values \[128\]"):
+    with pytest.raises(CaseReadError, match=r"grey\.png: mask has values 128 that are no code"):
         LoadMaskPNGd("label")({"image": image, "label": grey})
     small = write(tmp_path / "small.png", np.zeros((80, 100), dtype=np.uint8))
     with pytest.raises(CaseReadError, match=r"small\.png: mask size \(80, 100\).*20%"):
@@ -131,3 +133,37 @@ def test_save_grey_pngd_writes_the_submission_masks(tmp_path):
     SaveGreyPNGd("pred", tmp_path / "predict")({"pred": pred, "case": "17"})
     written = np.asarray(Image.open(tmp_path / "predict" / "17.png"))
     assert set(np.unique(written)) == {0, 255} and int((written == 255).sum()) == 8
+
+
+def test_a_grey_image_with_colour_marks_is_converted_with_a_warning_or_refused(tmp_path, caplog):
+    rgb = np.stack([np.arange(64, dtype=np.uint8).reshape(8, 8)] * 3, -1)
+    rgb[0, :3] = [255, 0, 0]  # a red annotation mark
+    path = write(tmp_path / "marked.png", rgb, "RGB")
+    with caplog.at_level("WARNING", logger="formats.png"):
+        image = LoadGreyPNGd("image")({"image": path})["image"]
+    assert "marked.png: RGB channels differ at 3 pixels" in caplog.text
+    np.testing.assert_array_equal(image[0].numpy(), np.asarray(Image.fromarray(rgb).convert("L")))
+    with pytest.raises(CaseReadError, match="marked.png: RGB image with differing channels at 3 pixels"):
+        LoadGreyPNGd("image", colour_to_grey=False)({"image": path})
+
+
+def test_anti_aliased_mask_values_are_named_and_mapped_on_request(tmp_path):
+    mask = np.zeros((6, 6), dtype=np.uint8)
+    mask[2:5, 2:5] = 255
+    mask[2, 2], mask[4, 4], mask[1, 1] = 254, 253, 2
+    path = write(tmp_path / "soft.png", mask)
+    expected = r"soft\.png: mask has values 2, 253, 254 that are no code.*almost codes.*nearest_label_code"
+    with pytest.raises(CaseReadError, match=expected):
+        LoadMaskPNGd("label")({"label": path})
+    loaded = LoadMaskPNGd("label", nearest_code=True)({"label": path})["label"]
+    assert int(loaded.sum()) == 9 and float(loaded[0, 1, 1]) == 0.0
+
+
+def test_real_busi_one_bit_mask_and_grey_rgb_image_are_accepted():
+    folder = Path(__file__).parents[1] / "data" / "real" / "breast_busi"
+    item = {"image": folder / "malignant_10.png", "label": folder / "malignant_10_mask.png"}
+    d = LoadMaskPNGd("label")(LoadGreyPNGd("image")(item))
+    with Image.open(folder / "malignant_10_mask.png") as mask:
+        assert mask.mode == "1"
+        lesion = int(np.count_nonzero(np.asarray(mask)))
+    assert d["label"].shape == d["image"].shape and int(d["label"].sum()) == lesion > 0

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from transforms.png import SaveGreyPNGd
 from transforms.writers import CaseWriterd, SaveH5d, SaveOverlayd
 
 
@@ -42,3 +43,20 @@ def test_a_writer_names_its_files_after_the_case():
     assert probe.output_path("c", suffix="", folder="elsewhere").as_posix() == "elsewhere/c.txt"
     with pytest.raises(NotImplementedError, match="Probe"):
         probe({"case": "c", "x": 1})
+
+
+def test_save_grey_png_writes_one_file_per_key(tmp_path):
+    data = {"case": "7", "mask": torch.ones(1, 4, 4), "edge": torch.zeros(1, 4, 4)}
+    writer = SaveGreyPNGd(["mask", "edge"], tmp_path, suffix=["_mask", "_edge"])
+    assert [p.name for p in writer.output_paths("7")] == ["7_mask.png", "7_edge.png"]
+    writer(data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["7_edge.png", "7_mask.png"]
+    with pytest.raises(ValueError, match="distinct suffixes"):
+        SaveGreyPNGd(["mask", "edge"], tmp_path)
+
+
+def test_a_writer_that_fails_half_way_leaves_no_file(tmp_path):
+    data = {"case": "7", "mask": torch.ones(1, 4, 4), "edge": torch.ones(2, 4, 4)}  # edge: not one picture
+    with pytest.raises(ValueError, match="7_edge.png"):
+        SaveGreyPNGd(["mask", "edge"], tmp_path, suffix=["_mask", "_edge"])(data)
+    assert list(tmp_path.iterdir()) == [], "the mask written first must not be left alone"

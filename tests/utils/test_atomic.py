@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from utils.atomic import atomic_path, write_text_atomic
+from utils.atomic import atomic_folder, atomic_group, atomic_path, write_text_atomic
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -40,3 +40,42 @@ def test_written_files_get_the_usual_permissions_not_private_ones(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_group_writes_all_its_files_or_none(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_group():
+            write_text_atomic(tmp_path / "a_seg.txt", "seg")
+            assert not (tmp_path / "a_seg.txt").exists(), "renamed only at the end of the group"
+            raise RuntimeError("the second file cannot be written")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_group():
+        write_text_atomic(tmp_path / "a_seg.txt", "seg")
+        write_text_atomic(tmp_path / "a_det.txt", "det")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_det.txt", "a_seg.txt"]
+
+
+def test_a_group_refuses_the_same_file_twice(tmp_path):
+    with pytest.raises(FileExistsError, match="twice"):
+        with atomic_group():
+            write_text_atomic(tmp_path / "a.txt", "one", overwrite=False)
+            write_text_atomic(tmp_path / "a.txt", "two", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_appears_complete_or_not_at_all(tmp_path):
+    target = tmp_path / "cube"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as staging:
+            (staging / "1.bmp").write_bytes(b"x")
+            raise RuntimeError("killed after the first slice")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_folder(target) as staging:
+        (staging / "1.bmp").write_bytes(b"x")
+    assert [p.name for p in target.iterdir()] == ["1.bmp"]
+    with pytest.raises(FileExistsError, match="cube"):
+        with atomic_folder(target):
+            pass
+    with atomic_folder(target, overwrite=True) as staging:
+        (staging / "2.bmp").write_bytes(b"y")
+    assert [p.name for p in target.iterdir()] == ["2.bmp"] and [p.name for p in tmp_path.iterdir()] == ["cube"]

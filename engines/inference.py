@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from engines.prepare_batch import to_plain_tensor
 from utils.atomic import write_text_atomic
+from utils.errors import error_summary
 from utils.memory import PeakMemory
 
-__all__ = ["CaseFailure", "CaseInferenceWorkflow", "InferenceFailed", "InferenceReport", "root_cause_message"]
+__all__ = ["CaseFailure", "CaseInferenceWorkflow", "InferenceFailed", "InferenceReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +95,6 @@ class InferenceFailed(RuntimeError):
     def __init__(self, report: InferenceReport) -> None:
         super().__init__(report.summary())
         self.report = report
-
-
-def root_cause_message(error: BaseException) -> str:
-    """The type and message of the error a transform raised: MONAI's ``Compose`` wraps it (it names the file
-    and the problem) in ``RuntimeError``s about the transform."""
-    while type(error) is RuntimeError and error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}"
 
 
 class CaseInferenceWorkflow:
@@ -201,7 +194,7 @@ class CaseInferenceWorkflow:
                     stage = "postprocessing/writing"
                     self.postprocessing(data)
             except Exception as error:  # noqa: BLE001 - any failure of one case must not stop the others
-                message = root_cause_message(error)
+                message = error_summary(error)  # MONAI's Compose wraps the error that names the file
                 logger.error("case %s failed during %s: %s", name, stage, message)
                 report.failed.append(CaseFailure(name, stage, message))
                 continue

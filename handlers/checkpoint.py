@@ -49,7 +49,8 @@ class BestModelState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if len(state["savers"]) != len(self.savers):
+        # a DDP rank > 0 validates without the saver (only rank 0 writes files) and restores only the evaluator's best
+        if self.savers and len(state["savers"]) != len(self.savers):
             raise ValueError(
                 f"the checkpoint holds the best scores of {len(state['savers'])} CheckpointSaver(s), the workflow "
                 f"validates with {len(self.savers)}: it was written by another configuration"

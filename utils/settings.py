@@ -21,6 +21,7 @@ import difflib
 import inspect
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -214,7 +215,7 @@ def _is_known(key: str, known: set[str]) -> bool:
 def _unknown_message(unknown: list[str], known: set[str], config_file: Any) -> str:
     lines = []
     for key in unknown:
-        nearest = difflib.get_close_matches(_normal_id(key), sorted(known), n=3, cutoff=0.6)
+        nearest = _nearest(_normal_id(key), known)
         hint = f"nearest known keys: {', '.join(nearest)}" if nearest else "no similar key"
         lines.append(f"--{key} ({hint})")
     files = config_file if isinstance(config_file, str) else ", ".join(map(str, config_file))
@@ -222,6 +223,19 @@ def _unknown_message(unknown: list[str], known: set[str], config_file: Any) -> s
         f"unknown setting(s) for the configs {files}: " + "; ".join(lines)
         + ". A misspelled setting would be ignored and the run would use the default; nothing was done."
     )
+
+
+def _nearest(key: str, known: set[str], n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """The known ids most like ``key``: compared whole, and by their last part (``max_epoch`` finds
+    ``train#trainer#max_epochs``)."""
+    scores = {}
+    for cid in known:
+        score = difflib.SequenceMatcher(None, key, cid).ratio()
+        if _ID_SEP not in key:
+            score = max(score, difflib.SequenceMatcher(None, key, cid.rsplit(_ID_SEP, 1)[-1]).ratio())
+        if score >= cutoff:
+            scores[cid] = score
+    return sorted(scores, key=lambda cid: (-scores[cid], cid.count(_ID_SEP), cid))[:n]
 
 
 def _parse_fire_kwargs(argv: Sequence[str]) -> dict[str, Any]:
@@ -300,7 +314,7 @@ def _restart_with(argv: list[str]) -> None:
     head = sys.orig_argv[: len(sys.orig_argv) - (len(sys.argv) - 1)]
     command = [sys.executable, *head[1:], sys.argv[1], *argv]
     logger.info("restarting with boolean settings written True/False (Fire reads true/false as strings): %s",
-                " ".join(command))  # fmt: skip
+                shlex.join(command))  # fmt: skip
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     logging.shutdown()

@@ -152,8 +152,8 @@ def load_weights(network: nn.Module, path: str | Path, key: str | None = None) -
     model = type(network).__name__
     problems = _layout_differences(model, network.state_dict(), Path(path).name, state_dict, dtypes=False)
     if problems:
-        entry = "" if key is None else f" (entry {key!r})"
-        raise ValueError(f"checkpoint {path}{entry} does not fit the network {model}: " + "; ".join(problems))
+        entry = "" if key is None else f" (its entry {key!r})"
+        raise ValueError(f"checkpoint {path} does not fit {model}{entry}: " + "; ".join(problems))
     network.load_state_dict(state_dict)
     return network
 

@@ -113,7 +113,7 @@ def test_a_checkpoint_of_another_network_gets_a_short_error_naming_the_first_key
     with pytest.raises(ValueError) as error:
         load_weights(narrow, tmp_path / "model.pt", "network")
     message = str(error.value)
-    assert message.startswith(f"checkpoint {tmp_path / 'model.pt'} (entry 'network') does not fit the network Sequential")
+    assert message.startswith(f"checkpoint {tmp_path / 'model.pt'} does not fit Sequential (its entry 'network'): ")
     assert "keys only in model.pt (2): 8.bias (1,), 8.weight (1, 4)" in message
     assert "shape mismatch (Sequential != model.pt) (16): 0.bias (3,) != (4,), 0.weight (3, 3) != (4, 4)" in message
     assert message.endswith(" and 11 more") and len(message) < 600

@@ -24,10 +24,10 @@ class BestModelState:
 
     Two objects remember the best score of a run, and both start from scratch in a new process: MONAI's
     ``CheckpointSaver`` (``save_key_metric=True``) keeps the score of the file it wrote in its ignite ``Checkpoint``
-    (``state_dict``: the (priority, filename) of each file kept), and writes a new file whenever an epoch beats that list, so after
-    a resume without it the first validated epoch always counts as "new best" and overwrites ``model.pt``; the
-    evaluator (a MONAI ``Workflow``) keeps ``state.best_metric`` and ``state.best_metric_epoch``. This object's
-    ``state_dict`` holds both and ``load_state_dict`` restores both.
+    (whose ``state_dict`` is the (priority, filename) of each file kept) and writes a new file whenever an epoch beats
+    it, so after a resume without it the first validated epoch always counts as "new best" and overwrites
+    ``model.pt``; the evaluator (a MONAI ``Workflow``) keeps ``state.best_metric`` and ``state.best_metric_epoch``.
+    This object's ``state_dict`` holds both and ``load_state_dict`` restores both.
 
     Args:
         evaluator: the validation engine (``ValidationHandler``'s ``validator``).

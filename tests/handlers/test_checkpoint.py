@@ -78,9 +78,11 @@ def test_a_resumed_run_keeps_the_best_model_of_the_killed_run(tmp_path, keep_bes
 
     resumed, history = toy_workflow(tmp_path, scores=[0.5, 0.95], resume=True, keep_best=keep_best)
     after = {}
-    resumed.add_event_handler(  # registered after the ValidationHandler: the saver has run
-        Events.EPOCH_COMPLETED, lambda e: after.update({e.state.epoch: torch.load(tmp_path / "model.pt", weights_only=True)})
-    )
+
+    def best_weights(engine: Engine) -> None:  # registered after the ValidationHandler: the saver has run
+        after[engine.state.epoch] = torch.load(tmp_path / "model.pt", weights_only=True)
+
+    resumed.add_event_handler(Events.EPOCH_COMPLETED, best_weights)
     resumed.run()
     assert not (tmp_path / ".latest.abcd1234.tmp.pt").exists()
     torch.testing.assert_close(after[3]["weight"], epoch_1, msg="epoch 3 (0.5) is worse than epoch 1 (0.9)")

@@ -88,7 +88,9 @@ def test_the_command_is_restarted_with_real_booleans(config, monkeypatch):
     assert started == [(sys.executable, [sys.executable, "-u", "-m", "monai.bundle", *argv[:-1], "False"])]
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("bundles/*/configs/*.json")), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("bundles/*/configs/*.json")), ids=lambda p: f"{p.parent.parent.name}/{p.name}"
+)
 def test_every_bundle_config_with_an_initialize_list_checks_the_settings_first(path):
     """A later config file's ``initialize`` replaces the earlier one's: each list must start with the check."""
     config = json.loads(path.read_text())

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from engines.prepare_batch import to_plain_tensor
 from transforms.writers import CaseWriterd
 from utils.atomic import atomic_group, write_text_atomic
+from utils.errors import error_summary
 from utils.memory import PeakMemory
 
 __all__ = [
@@ -40,8 +41,8 @@ __all__ = [
     "InferenceReport",
     "OutputNotWritable",
     "find_writers",
-    "root_cause_message",
 ]
+
 
 logger = logging.getLogger(__name__)
 
@@ -152,14 +153,6 @@ def _check_writable(folder: Path) -> None:
         raise OutputNotWritable(
             f"output folder {folder} is not writable ({error.strerror or error}); no case was processed"
         ) from error
-
-
-def root_cause_message(error: BaseException) -> str:
-    """The type and message of the error a transform raised: MONAI's ``Compose`` wraps it (it names the file
-    and the problem) in ``RuntimeError``s about the transform."""
-    while type(error) is RuntimeError and error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}"
 
 
 class CaseInferenceWorkflow:
@@ -305,7 +298,7 @@ class CaseInferenceWorkflow:
                     with atomic_group():  # every file of the case, or none
                         self.postprocessing(data)
             except Exception as error:  # noqa: BLE001 - any failure of one case must not stop the others
-                message = root_cause_message(error)
+                message = error_summary(error)  # MONAI's Compose wraps the error that names the file
                 logger.error("case %s failed during %s: %s", name, stage, message)
                 report.failed.append(CaseFailure(name, stage, message))
                 continue

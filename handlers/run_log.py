@@ -5,38 +5,15 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-import traceback
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["RunLog", "root_cause", "error_summary"]
+from utils.errors import BriefErrors, error_summary, install_brief_errors, mark_logged
 
-# MONAI's config runner wraps every failure of an expression or component in a RuntimeError raised ``from`` the
-# real error (monai.bundle.config_item.ConfigExpression.evaluate, monai.utils.module.instantiate).
-_CONFIG_WRAPPERS = ("Failed to evaluate ", "Failed to instantiate ")
-# A failure inside a DataLoader worker is re-raised with the worker's traceback in the message (torch ExceptionWrapper).
-_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The error behind MONAI's config-runner wrappers: the one whose message names the file, key or value."""
-    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith(_CONFIG_WRAPPERS):
-        exc = exc.__cause__
-    return exc
-
-
-def error_summary(exc: BaseException) -> str:
-    """``"<type>: <message>"`` of the root cause on one line (a DataLoader worker's traceback reduced to its error)."""
-    cause = root_cause(exc)
-    message = str(cause)
-    if _WORKER_TRACEBACK in message:
-        lines = [line for line in message.splitlines() if line.strip()]
-        return lines[-1]
-    return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
+__all__ = ["RunLog"]
 
 
 class RunLog:
@@ -52,9 +29,9 @@ class RunLog:
     one-line "Engine run is terminating due to exception" record, and the exception is re-raised (ignite calls only
     the handlers attached for that event, in order, and the first to raise ends the sequence: list this handler
     before ``StatsHandler``, whose own exception handler prints the traceback on the console). With ``brief_errors``
-    the process's ``sys.excepthook`` is replaced so that a command that fails ends with one line on stderr, the root
-    cause behind MONAI's config wrappers (``error_summary``) and the path of this log, the full traceback going to
-    the file; it is restored when the run completes.
+    the process's ``sys.excepthook`` becomes ``utils.errors.BriefErrors`` writing to this file, so that a command
+    that fails ends with one message on stderr, the root cause behind MONAI's wrappers, and the path of this log,
+    the full traceback going to the file; the replaced hook is restored when the run completes.
 
     Under DDP every rank writes its own file, rank 0 ``log.txt``, rank r ``log_rank<r>.txt``: one shared file would
     interleave the ranks' lines, and a failure on another rank (a bad case in its shard) must still be written
@@ -83,8 +60,7 @@ class RunLog:
         self.brief_errors = brief_errors
         self.path: Path | None = None
         self.handler: logging.FileHandler | None = None
-        self._previous_hook = sys.excepthook
-        self._logged: set[int] = set()
+        self._replaced_hook = sys.excepthook
 
     def attach(self, engine: Engine) -> None:
         self.start()
@@ -109,10 +85,7 @@ class RunLog:
         self.handler.flush()
         self._add_to_loggers()
         if self.brief_errors:
-            previous = sys.excepthook
-            # a hook left behind by an earlier failed run in this process is replaced, not chained
-            self._previous_hook = previous.__self__._previous_hook if _is_run_log_hook(previous) else previous
-            sys.excepthook = self.excepthook
+            self._replaced_hook = install_brief_errors(self.path)
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
         """Write the traceback of ``e`` to the file (not the console), detach, and re-raise ``e``."""
@@ -120,28 +93,14 @@ class RunLog:
             exc_info = (type(e), e, e.__traceback__)
             record = logging.LogRecord(engine.logger.name, logging.ERROR, __file__, 0, error_summary(e), None, exc_info)
             self.handler.handle(record)
-            self._logged.add(id(e))
+            mark_logged(e)
         self._detach()
         raise e
 
     def completed(self, engine: Engine) -> None:
         self._detach()
-        if sys.excepthook == self.excepthook:
-            sys.excepthook = self._previous_hook
-
-    def excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        """Print one line for a failed command; append its full traceback (or, when the engine already wrote the
-        cause's, the outer error's) to the file."""
-        if not isinstance(exc, Exception) or self.path is None:
-            self._previous_hook(exc_type, exc, tb)
-            return
-        logged_before = any(id(e) in self._logged for e in _chain(exc))
-        with open(self.path, "a", encoding="utf-8") as log:
-            log.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} - command failed: {error_summary(exc)}\n")
-            # the cause's traceback is already above; the outer error still says which config item failed
-            log.writelines(traceback.format_exception(exc_type, exc, tb, chain=not logged_before))
-        # on a line of its own: a progress bar interrupted by the error has not ended its line
-        print(f"\nERROR: {error_summary(exc)}\n(full traceback in {self.path})", file=sys.stderr)
+        if isinstance(sys.excepthook, BriefErrors) and sys.excepthook.log_path == self.path:
+            sys.excepthook = self._replaced_hook
 
     def _add_to_loggers(self) -> None:
         for logger in _console_loggers():
@@ -163,16 +122,3 @@ def _console_loggers() -> list[logging.Logger]:
         if isinstance(logger, logging.Logger) and not logger.propagate
     ]  # fmt: skip
     return [logging.getLogger(), *others]
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-    return seen
-
-
-def _is_run_log_hook(hook: object) -> bool:
-    return isinstance(getattr(hook, "__self__", None), RunLog)

@@ -96,7 +96,8 @@ class ValidationSummary:
             if best is not None and weights_epoch != best["epoch"]:
                 self.logger.warning(
                     "%s holds the weights of epoch %s, not of the best epoch %s: the key-metric checkpoint saver "
-                    "restarted without its best score on resume", self.best_weights, weights_epoch, best["epoch"],
+                    "restarted without its best score on resume (no handlers.checkpoint.BestModelState in the resumable "
+                    "checkpoint)", self.best_weights, weights_epoch, best["epoch"],
                 )  # fmt: skip
         if not self.best_weights.is_file():
             self.logger.warning("the best weights %s do not exist", self.best_weights)

@@ -98,24 +98,42 @@ def average_checkpoints(
 def _check_same_layout(
     path_a: Path, state_a: Mapping[str, torch.Tensor], path_b: Path, state_b: Mapping[str, torch.Tensor]
 ) -> None:
-    only_a = sorted(set(state_a) - set(state_b))
-    only_b = sorted(set(state_b) - set(state_a))
-    differ = sorted(
-        f"{k} {tuple(state_a[k].shape)}/{state_a[k].dtype} != {tuple(state_b[k].shape)}/{state_b[k].dtype}"
-        for k in set(state_a) & set(state_b)
-        if state_a[k].shape != state_b[k].shape or state_a[k].dtype != state_b[k].dtype
-    )
-    problems = [
-        f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-        for name, keys in (
-            (f"keys only in {path_a.name}", only_a),
-            (f"keys only in {path_b.name}", only_b),
-            ("shape/dtype mismatch", differ),
-        )
-        if keys
-    ]
+    problems = _layout_differences(path_a.name, state_a, path_b.name, state_b, dtypes=True)
     if problems:
         raise ValueError(f"cannot average checkpoints {path_a} and {path_b}: " + "; ".join(problems))
+
+
+#: how many keys of each kind a layout error lists (a whole network's keys would be hundreds of lines)
+_LISTED_KEYS = 5
+
+
+def _layout_differences(
+    name_a: str, state_a: Mapping[str, torch.Tensor], name_b: str, state_b: Mapping[str, torch.Tensor], dtypes: bool
+) -> list[str]:
+    """How two state dicts differ: keys only in one, shapes (and with ``dtypes``, dtypes) that differ; the first
+    ``_LISTED_KEYS`` keys of each kind, with their shapes, and how many more."""
+
+    def layout(tensor: torch.Tensor) -> str:
+        return f"{tuple(tensor.shape)}/{tensor.dtype}" if dtypes else str(tuple(tensor.shape))
+
+    only_a = [f"{k} {layout(state_a[k])}" for k in sorted(set(state_a) - set(state_b))]
+    only_b = [f"{k} {layout(state_b[k])}" for k in sorted(set(state_b) - set(state_a))]
+    differ = [
+        f"{k} {layout(state_a[k])} != {layout(state_b[k])}"
+        for k in sorted(set(state_a) & set(state_b))
+        if state_a[k].shape != state_b[k].shape or (dtypes and state_a[k].dtype != state_b[k].dtype)
+    ]
+    kinds = (
+        (f"keys only in {name_a}", only_a),
+        (f"keys only in {name_b}", only_b),
+        (f"{'shape/dtype' if dtypes else 'shape'} mismatch ({name_a} != {name_b})", differ),
+    )
+    return [
+        f"{kind} ({len(keys)}): {', '.join(keys[:_LISTED_KEYS])}"
+        + (f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else "")
+        for kind, keys in kinds
+        if keys
+    ]
 
 
 def load_weights(network: nn.Module, path: str | Path, key: str | None = None) -> nn.Module:
@@ -125,14 +143,18 @@ def load_weights(network: nn.Module, path: str | Path, key: str | None = None) -
     @model_path)"``.
 
     Raises:
-        FileNotFoundError, ValueError: the file is missing or unreadable, or its weights do not fit the network
-            (missing/unexpected keys, shapes); the message names the file.
+        FileNotFoundError, ValueError: the file is missing or unreadable, or its weights do not fit the network;
+            the message names the file and the network, and lists the first few missing, unexpected and mismatching
+            keys with their shapes and how many more there are.
     """
     state_dict = read_state_dict(path, key)
-    try:
-        network.load_state_dict(state_dict)
-    except RuntimeError as err:  # load_state_dict reports missing/unexpected keys and shape mismatches
-        raise ValueError(f"checkpoint {path} does not fit {type(network).__name__}: {err}") from err
+    # checked here rather than left to load_state_dict, whose error lists every key (hundreds of lines)
+    model = type(network).__name__
+    problems = _layout_differences(model, network.state_dict(), Path(path).name, state_dict, dtypes=False)
+    if problems:
+        entry = "" if key is None else f" (its entry {key!r})"
+        raise ValueError(f"checkpoint {path} does not fit {model}{entry}: " + "; ".join(problems))
+    network.load_state_dict(state_dict)
     return network
 
 

@@ -85,6 +85,8 @@ def test_training_keeps_the_best_model_and_resumes_from_the_last_epoch(runs):
         assert {"trainer", "network", "optimizer", "lr_scheduler"} <= set(latest)
         trainer = latest["trainer"]
         assert trainer["iteration"] == 2 * trainer["epoch_length"] and latest["lr_scheduler"]["last_epoch"] == 2
+        # the best score survives the resume (handlers.checkpoint.BestModelState): one key-metric saver's list
+        assert latest["best_model"]["best_metric_epoch"] in (1, 2) and len(latest["best_model"]["savers"]) == 1
         assert list((runs / f"fold{fold}" / "logs").glob("events.out.tfevents.*")), "TensorBoard logs expected"
     resumed = torch.load(runs / "fold1" / "checkpoints" / "latest.pt", weights_only=True)["optimizer"]
     assert resumed["state"][0]["step"] == 2 * 2  # 2 epochs of 8 images in batches of 4: the first epoch was kept

@@ -9,7 +9,8 @@ from ignite.engine import Engine, Events
 from monai.apps import get_logger
 
 from formats.errors import CaseReadError
-from handlers.run_log import RunLog, error_summary
+from handlers.run_log import RunLog
+from utils.errors import BriefErrors
 
 
 def _engine(fail_at: int | None = None) -> Engine:
@@ -49,7 +50,7 @@ def test_the_console_records_of_a_run_go_to_the_file_and_a_resume_appends(tmp_pa
     assert text.count("run started:") == 2 and text.startswith("===== ")
     assert text.count("epoch 2 done") == 2 and " - INFO - epoch 1 done" in text
     assert text.count("metrics of 2") == 2 and text.count("summary written") == 2
-    assert not _attached(tmp_path) and not isinstance(getattr(sys.excepthook, "__self__", None), RunLog)
+    assert not _attached(tmp_path) and not isinstance(sys.excepthook, BriefErrors)
 
 
 def test_an_engine_error_leaves_its_full_traceback_in_the_file(tmp_path, info_logging):
@@ -79,13 +80,6 @@ def test_a_failed_command_ends_with_one_line_naming_the_root_cause(tmp_path, inf
     text = (tmp_path / "log.txt").read_text()
     assert "command failed: CaseReadError: case_7.png" in text and "Failed to evaluate" in text
     assert text.count("in _read_case") == 1, "the cause's traceback is written once"
-
-
-def test_error_summary_reduces_a_dataloader_worker_error_to_its_last_line():
-    message = "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n" \
-              '  File "x.py", line 1, in f\nValueError: case_3.png: label has values {7}\n'  # fmt: skip
-    assert error_summary(RuntimeError("Failed to instantiate x")) == "RuntimeError: Failed to instantiate x"
-    assert error_summary(ValueError(message)) == "ValueError: case_3.png: label has values {7}"
 
 
 def test_ranks_after_the_first_write_their_own_file(tmp_path, info_logging, monkeypatch):

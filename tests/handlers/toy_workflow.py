@@ -12,7 +12,7 @@ from ignite.metrics import Metric
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import CheckpointSaver, ValidationHandler
 
-from handlers.checkpoint import ResumableCheckpoint
+from handlers.checkpoint import BestModelState, ResumableCheckpoint
 from handlers.history import EpochHistory
 
 DATA = [{"image": torch.ones(2, 3), "label": torch.zeros(2, 1)}] * 3
@@ -41,9 +41,10 @@ def toy_workflow(
     handlers: Sequence[Any] = (),
     resume: bool = False,
     stop_after: int | None = None,
+    keep_best: bool = True,
 ) -> tuple[SupervisedTrainer, EpochHistory]:
     """Trainer (SGD, halving learning rate per epoch) validated every epoch; best weights in ``out/model.pt``,
-    resumable checkpoint (with the history) in ``out/latest.pt``. ``handlers`` are factories called with the history and
+    resumable checkpoint (with the history and, with ``keep_best``, the best score) in ``out/latest.pt``. ``handlers`` are factories called with the history and
     the evaluator."""
     network = torch.nn.Linear(3, 1)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
@@ -62,6 +63,8 @@ def toy_workflow(
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: scheduler.step())
     save_dict = {"trainer": trainer, "network": network, "optimizer": optimizer, "scheduler": scheduler}
     save_dict["history"] = history
+    if keep_best:
+        save_dict["best_model"] = BestModelState(evaluator, [saver])
     ResumableCheckpoint(out / "latest.pt", save_dict, resume=resume).attach(trainer)
     if stop_after is not None:
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())

@@ -104,3 +104,16 @@ def test_renamed_keys_of_old_checkpoints_load_wherever_the_module_sits():
     outer.load_state_dict({f"0.{k}": v for k, v in old.items()})
     torch.testing.assert_close(outer[0].head_long.weight, torch.ones(2, 2))
     assert set(outer.state_dict()) == {"0.head_long.weight", "0.head_long.bias"}
+
+
+def test_a_checkpoint_of_another_network_gets_a_short_error_naming_the_first_keys(tmp_path):
+    wide = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(8)], torch.nn.Linear(4, 1))
+    narrow = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(8)])
+    torch.save({"network": wide.state_dict()}, tmp_path / "model.pt")
+    with pytest.raises(ValueError) as error:
+        load_weights(narrow, tmp_path / "model.pt", "network")
+    message = str(error.value)
+    assert message.startswith(f"checkpoint {tmp_path / 'model.pt'} does not fit Sequential (its entry 'network'): ")
+    assert "keys only in model.pt (2): 8.bias (1,), 8.weight (1, 4)" in message
+    assert "shape mismatch (Sequential != model.pt) (16): 0.bias (3,) != (4,), 0.weight (3, 3) != (4, 4)" in message
+    assert message.endswith(" and 11 more") and len(message) < 600

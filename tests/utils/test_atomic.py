@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from utils.atomic import atomic_folder, atomic_group, atomic_path, write_text_atomic
+from utils.atomic import atomic_folder, atomic_group, atomic_path, remove_stale_temp_files, write_text_atomic
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -79,3 +83,22 @@ def test_atomic_folder_appears_complete_or_not_at_all(tmp_path):
     with atomic_folder(target, overwrite=True) as staging:
         (staging / "2.bmp").write_bytes(b"y")
     assert [p.name for p in target.iterdir()] == ["2.bmp"] and [p.name for p in tmp_path.iterdir()] == ["cube"]
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_and_nothing_else(tmp_path):
+    target = tmp_path / "latest.pt"
+    write_text_atomic(target, "complete")
+    killed_mid_write = (
+        "import os, signal\nfrom utils.atomic import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n    tmp.write_text('half')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", killed_mid_write], cwd=Path(__file__).parents[2], check=False)
+    left = [p.name for p in tmp_path.iterdir() if p.name != "latest.pt"]
+    assert len(left) == 1 and left[0].startswith(".latest."), "the kill left the temporary file"
+    others = [".other.abc12345.tmp.pt", ".latest.abc12345.keep.pt", "latest.tmp.pt"]
+    for name in others:
+        (tmp_path / name).write_text("not a temporary file of latest.pt")
+    assert [p.name for p in remove_stale_temp_files(target)] == left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*others, "latest.pt"])
+    assert target.read_text() == "complete"
+    assert remove_stale_temp_files(tmp_path / "absent" / "latest.pt") == []

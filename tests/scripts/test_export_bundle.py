@@ -102,7 +102,8 @@ EXPORTS = {
     "carotid_plaque_ultrasound": ({"model_path": "network_def"}, []),
     "angioma_ultrasound_segmentation": ({"model_paths": "network_def"}, ["--tta", "False"]),
     "retinal_oct_edema_segmentation": (
-        {"model_path": "network_def", "fusion_model_path": "fusion_network_def"}, ["--roi_size", "[64,32]"]),
+        {"model_path": "network_def", "fusion_model_path": "fusion_network_def"},
+        ["--roi_size", "[64,32]", "--expected_slices", "3"]),
 }
 
 

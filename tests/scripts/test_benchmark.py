@@ -166,5 +166,6 @@ def test_carotid_benchmark_builds_the_demo_network_with_standardized_head_inputs
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     args = parser.parse_args(["--depths", "1", "1", "1", "1", "--dims", "8", "16", "32", "64", "--standardize-cls-inputs"])
+    args.quick = False  # a common option of scripts/benchmark.py
     kwargs, net = module._network(args)
     assert kwargs["standardize_cls_inputs"] is True and net.cls_input_norm is not None

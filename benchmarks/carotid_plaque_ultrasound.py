@@ -92,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depths", type=int, nargs=4, help="encoder depths, overriding --encoder's (e.g. a demo model)")
     parser.add_argument("--dims", type=int, nargs=4, help="encoder widths, overriding --encoder's")
     parser.add_argument(
+        "--standardize-cls-inputs",
+        action="store_true",
+        help="the risk head's inputs standardised by running statistics, as the demo configuration trains it",
+    )
+    parser.add_argument(
         "--checkpoint",
         type=Path,
         help="trained weights: a MONAI CheckpointSaver file ({'network': state_dict} or {'model': ...}) or a plain "
@@ -197,7 +202,12 @@ def _network(args: argparse.Namespace) -> tuple[dict[str, Any], MagnetNet]:
         variant = CONVNEXT_VARIANTS[args.encoder or "nano"]
         depths = tuple(args.depths) if args.depths else variant["depths"]
         dims = tuple(args.dims) if args.dims else variant["dims"]
-        kwargs = {"depths": depths, "dims": dims, "conv_mlp": variant["conv_mlp"]}
+        kwargs = {
+            "depths": depths,
+            "dims": dims,
+            "conv_mlp": variant["conv_mlp"],
+            "standardize_cls_inputs": args.standardize_cls_inputs,
+        }
         return kwargs, MagnetNet(**kwargs)
     parser = _bundle_parser()
     names = [key for key in parser["network_def"] if not key.startswith("_")]

@@ -4,7 +4,10 @@ Layout (organisers' README; ``train.txt`` from MAGNET's README)::
 
     root/images/NNNN.h5           long_img, trans_img (uint8 512 x 512)
     root/labels/NNNN_label.h5     long_mask, trans_mask (uint8 0/128/255), cls (0 low / 1 high risk)
-    root/train.txt                optional: the training cases, one file name per line
+    root/train.txt                optional: the labelled cases to use, one file name per line
+
+Folds are computed (class-balanced, :func:`csv2026_folds`) unless a fold file is given
+(:func:`read_fold_file`): MAGNET's ``split4.json`` (lyyek/CSV2026) or a MONAI datalist with a ``fold`` per item.
 
 Labelled items are ``{"case": "0000", "image": ".../images/0000.h5", "label": ".../labels/0000_label.h5",
 "cls": 0}`` (``cls`` read from the label file for stratification; the loader replaces it by the (1,) tensor
@@ -13,6 +16,7 @@ of the same value); unlabelled items are ``{"case", "image"}``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +39,7 @@ __all__ = [
     "load_csv2026_datalist",
     "pack_png_as_csv2026_case",
     "read_case_list",
+    "read_fold_file",
 ]
 
 LABEL_SUFFIX = "_label"
@@ -103,7 +108,10 @@ def load_csv2026_datalist(root: str | os.PathLike) -> tuple[list[dict], list[dic
     """The labelled and unlabelled items of a CSV 2026 training folder, each sorted by case name.
 
     A case is labelled when ``labels/{case}_label.h5`` exists; every other image is unlabelled (MAGNET's
-    Mean Teacher pool). When ``root/train.txt`` exists only the cases it lists are used.
+    Mean Teacher pool, lyyek/CSV2026 train.py: all images outside the fold's lists). When ``root/train.txt``
+    exists it selects the LABELLED cases (those it does not list are left out entirely, so that held-out cases
+    never enter the unlabelled pool); it does not filter the unlabelled images, so a list of only the
+    labelled training cases keeps the whole pool.
 
     Raises:
         FileNotFoundError: ``root/images`` or ``root/labels`` is missing, a case listed in ``train.txt`` has
@@ -127,11 +135,11 @@ def load_csv2026_datalist(root: str | os.PathLike) -> tuple[list[dict], list[dic
         missing = sorted(set(listed) - set(images))
         if missing:
             raise FileNotFoundError(f"{train_list}: listed cases without an image in {images_dir}: {missing[:10]}")
-        cases = sorted(set(listed))
+        selected = sorted(set(listed) & set(labels))
+    else:
+        selected = sorted(set(labels))
     labelled = [
-        {"case": c, "image": images[c], "label": str(labels[c]), "cls": _read_cls(labels[c])}
-        for c in cases
-        if c in labels
+        {"case": c, "image": images[c], "label": str(labels[c]), "cls": _read_cls(labels[c])} for c in selected
     ]
     unlabelled = [{"case": c, "image": images[c]} for c in cases if c not in labels]
     return labelled, unlabelled
@@ -142,24 +150,114 @@ def csv2026_folds(labelled: Sequence[dict], n_folds: int = 4, seed: int = 0) -> 
     return stratified_kfold([item["case"] for item in labelled], [item["cls"] for item in labelled], n_folds, seed)
 
 
+def _case_name(entry: object, path: Path, where: str) -> str:
+    """Case name of a fold-file entry: ``"0001"``, ``"0001.h5"`` or ``"images/0001.h5"`` give ``"0001"``."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise ValueError(f"{path}: {where} must be a case name or an image path, got {entry!r}")
+    name = Path(entry.strip()).name
+    return name[: -len(".h5")] if name.endswith(".h5") else name
+
+
+def read_fold_file(path: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
+    """The (train, validation) case names of each fold of a fold file, in fold order.
+
+    Two forms are accepted:
+
+    * MAGNET's ``split4.json`` (lyyek/CSV2026): ``{"splits": [{"fold": 0, "train": ["0001", ...],
+      "val": [...]}, ...]}`` (other top-level keys such as ``n_folds`` are ignored). Train lists are taken as
+      given.
+    * a MONAI datalist with folds (as ``monai.apps.auto3dseg`` reads them): ``{"training": [{"image":
+      "images/0001.h5", "fold": 0, ...}, ...]}``; fold ``k`` validates on the items of fold ``k`` and trains on
+      all others.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not JSON, neither form, a fold used twice or missing, a case in the train and validation
+            lists of one fold; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fold file not found")
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON fold file ({error})") from error
+    if isinstance(content, dict) and isinstance(content.get("splits"), list):
+        by_fold: dict[int, tuple[list[str], list[str]]] = {}
+        for index, split in enumerate(content["splits"]):
+            if not isinstance(split, dict) or not {"train", "val"} <= set(split):
+                raise ValueError(f"{path}: splits[{index}] needs 'train' and 'val' lists")
+            fold = split.get("fold", index)
+            if fold in by_fold:
+                raise ValueError(f"{path}: fold {fold} is given twice")
+            by_fold[fold] = tuple(  # type: ignore[assignment]
+                [_case_name(e, path, f"splits[{index}].{key}") for e in split[key]] for key in ("train", "val")
+            )
+    elif isinstance(content, dict) and isinstance(content.get("training"), list):
+        fold_of: dict[str, int] = {}
+        for index, item in enumerate(content["training"]):
+            if not isinstance(item, dict) or "fold" not in item or "image" not in item:
+                raise ValueError(f"{path}: training[{index}] needs 'image' and 'fold'")
+            image = item["image"][0] if isinstance(item["image"], list) and item["image"] else item["image"]
+            fold_of[_case_name(image, path, f"training[{index}].image")] = int(item["fold"])
+        by_fold = {
+            k: ([c for c, f in fold_of.items() if f != k], [c for c, f in fold_of.items() if f == k])
+            for k in set(fold_of.values())
+        }
+    else:
+        raise ValueError(
+            f"{path}: expected MAGNET's split4.json form {{'splits': [{{'train': [...], 'val': [...]}}]}} or a "
+            "MONAI datalist {'training': [{'image': ..., 'fold': k}]}"
+        )
+    if sorted(by_fold) != list(range(len(by_fold))):
+        raise ValueError(f"{path}: folds must be numbered 0..{len(by_fold) - 1}, got {sorted(by_fold)}")
+    for fold, (train, val) in by_fold.items():
+        both = sorted(set(train) & set(val))
+        if both:
+            raise ValueError(f"{path}: fold {fold} has cases in both its train and val lists: {both[:10]}")
+    return [by_fold[k] for k in range(len(by_fold))]
+
+
 def csv2026_fold_datalists(
-    labelled: Sequence[dict], fold: int, n_folds: int = 4, seed: int = 0
+    labelled: Sequence[dict],
+    fold: int,
+    n_folds: int = 4,
+    seed: int = 0,
+    fold_file: str | os.PathLike | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """The (train, validation) labelled items of ``fold`` of :func:`csv2026_folds`."""
-    train_ids, val_ids = train_val_ids(csv2026_folds(labelled, n_folds, seed), fold)
+    """The (train, validation) labelled items of ``fold``: of :func:`csv2026_folds` (``n_folds``, ``seed``), or
+    of ``fold_file`` when given (:func:`read_fold_file`; ``n_folds`` and ``seed`` are then unused).
+
+    Raises:
+        ValueError: ``fold`` is not a fold of the fold file, or the file names cases that are not labelled.
+    """
+    if fold_file is None:
+        train_ids, val_ids = train_val_ids(csv2026_folds(labelled, n_folds, seed), fold)
+    else:
+        folds = read_fold_file(fold_file)
+        if not 0 <= fold < len(folds):
+            raise ValueError(f"{fold_file}: has folds 0..{len(folds) - 1}, fold {fold} was asked for")
+        train_ids, val_ids = folds[fold]
+        unknown = sorted((set(train_ids) | set(val_ids)) - {i["case"] for i in labelled})
+        if unknown:
+            raise ValueError(f"{fold_file}: fold {fold} lists cases that are not labelled cases: {unknown[:10]}")
     train_set, val_set = set(train_ids), set(val_ids)
     return [i for i in labelled if i["case"] in train_set], [i for i in labelled if i["case"] in val_set]
 
 
 def labelled_cases(
-    root: str | os.PathLike, fold: int | None = None, n_folds: int = 4, seed: int = 0
+    root: str | os.PathLike,
+    fold: int | None = None,
+    n_folds: int = 4,
+    seed: int = 0,
+    fold_file: str | os.PathLike | None = None,
 ) -> list[dict]:
-    """The labelled items of ``root`` to evaluate on: the validation cases of ``fold``, or all when ``fold`` is
-    ``None`` (a held-out test folder)."""
+    """The labelled items of ``root`` to evaluate on: the validation cases of ``fold`` (computed, or from
+    ``fold_file``), or all when ``fold`` is ``None`` (a held-out test folder)."""
     labelled, _ = load_csv2026_datalist(root)
     if fold is None:
         return labelled
-    return csv2026_fold_datalists(labelled, fold, n_folds, seed)[1]
+    return csv2026_fold_datalists(labelled, fold, n_folds, seed, fold_file)[1]
 
 
 def letterbox_to_square(image: np.ndarray, size: int = 512, nearest: bool = False) -> np.ndarray:

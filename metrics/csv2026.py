@@ -57,6 +57,8 @@ __all__ = [
     "normalized_surface_dice",
     "case_segmentation_scores",
     "f1_scores",
+    "confusion_matrix",
+    "CONFUSION_KEYS",
     "time_score",
     "csv2026_score_table",
     "format_score_table",
@@ -84,15 +86,15 @@ def _binary_pair(pred: Any, gt: Any) -> tuple[np.ndarray, np.ndarray]:
     return pred_b, gt_b
 
 
-def dice(pred: np.ndarray, gt: np.ndarray, empty_score: float = 1.0) -> float:
+def dice(pred: np.ndarray, gt: np.ndarray, empty_score: float = 0.0) -> float:
     """Dice similarity coefficient ``2|P & G| / (|P| + |G|)`` of two binary masks (non-zero = foreground).
 
     Args:
         pred: predicted mask.
         gt: reference mask of the same shape.
-        empty_score: the value when both masks are empty. Defaults to 1 (a correct empty prediction is
-            perfect, the same convention as NSD's); medpy's ``dc``, used by MAGNET and the official
-            baseline for validation, returns 0 there: pass ``empty_score=0.0`` to reproduce it.
+        empty_score: the value when both masks are empty. Defaults to 0, what both public implementations of
+            the official score give (medpy's ``dc`` in MAGNET, lyyek/CSV2026, and in the official baseline);
+            ``empty_score=1.0`` counts a correct empty prediction as perfect, as the NSD does.
     """
     pred_b, gt_b = _binary_pair(pred, gt)
     total = int(pred_b.sum()) + int(gt_b.sum())
@@ -140,7 +142,7 @@ def case_segmentation_scores(
     gt_long: np.ndarray,
     gt_trans: np.ndarray,
     tolerance: float = 3.0,
-    empty_score: float = 1.0,
+    empty_score: float = 0.0,
 ) -> dict[str, float]:
     """Segmentation scores of one case from class-index masks (0 background, 1 plaque, 2 vessel).
 
@@ -208,6 +210,33 @@ def f1_scores(
     return {"f1_high_risk": high, "f1_low_risk": low, "f1_macro": (high + low) / 2.0}
 
 
+CONFUSION_KEYS: tuple[str, ...] = (
+    "cm_low_pred_low",
+    "cm_low_pred_high",
+    "cm_high_pred_low",
+    "cm_high_pred_high",
+)
+"""Keys of :func:`confusion_matrix`: ``cm_{true class}_pred_{predicted class}``."""
+
+
+def confusion_matrix(pred_cls: Sequence[int] | np.ndarray, true_cls: Sequence[int] | np.ndarray) -> dict[str, int]:
+    """Case counts of the risk classification by true and predicted class (keys :data:`CONFUSION_KEYS`).
+
+    Flat integer entries rather than a nested list, so that every entry of the score table is a scalar that
+    Ignite's ``engine.state.metrics`` and TensorBoard can log.
+    """
+    pred = _binary_labels(pred_cls, "predicted classes")
+    true = _binary_labels(true_cls, "true classes")
+    if pred.shape != true.shape:
+        raise ValueError(f"got {pred.size} predicted and {true.size} true classes.")
+    return {
+        "cm_low_pred_low": int((~true & ~pred).sum()),
+        "cm_low_pred_high": int((~true & pred).sum()),
+        "cm_high_pred_low": int((true & ~pred).sum()),
+        "cm_high_pred_high": int((true & pred).sum()),
+    }
+
+
 def time_score(t_user: float, t_min: float, t_max: float) -> float:
     """S_time = (T_max - T_user) / (T_max - T_min) * 100, clipped to [0, 100].
 
@@ -230,7 +259,7 @@ def csv2026_score_table(
     """Aggregate per-case scores into the challenge's table.
 
     Returns the mean over cases of every :data:`CASE_KEYS` entry (``seg_score`` is S_seg), the F1 scores of
-    :func:`f1_scores`, ``score`` = 0.4 F1_high_risk + 0.4 S_seg, ``score_macro`` = 0.4 F1_macro + 0.4 S_seg,
+    :func:`f1_scores`, the risk confusion matrix of :func:`confusion_matrix`, ``score`` = 0.4 F1_high_risk + 0.4 S_seg, ``score_macro`` = 0.4 F1_macro + 0.4 S_seg,
     ``num_cases`` and, when ``time_ms`` is given, ``time_ms`` = mean inference time per case in ms.
 
     Args:
@@ -251,6 +280,7 @@ def csv2026_score_table(
             raise ValueError(f"case scores {missing} lack the entry {key!r}.")
         table[key] = float(np.mean([case[key] for case in case_scores]))
     table.update(f1_scores(pred_cls, true_cls))
+    table.update(confusion_matrix(pred_cls, true_cls))
     table["score"] = 0.4 * table["f1_high_risk"] + 0.4 * table["seg_score"]
     table["score_macro"] = 0.4 * table["f1_macro"] + 0.4 * table["seg_score"]
     table["num_cases"] = n
@@ -276,6 +306,9 @@ def format_score_table(table: Mapping[str, float]) -> str:
         f"S_seg                  {table['seg_score']:7.4f}",
         f"F1 high risk {table['f1_high_risk']:.4f} | F1 low risk {table['f1_low_risk']:.4f} "
         f"| macro-F1 {table['f1_macro']:.4f}",
+        f"risk confusion matrix   {'pred low':>9} {'pred high':>9}",
+        f"  true low              {table['cm_low_pred_low']:>9d} {table['cm_low_pred_high']:>9d}",
+        f"  true high             {table['cm_high_pred_low']:>9d} {table['cm_high_pred_high']:>9d}",
         f"score = 0.4 F1_high_risk + 0.4 S_seg = {table['score']:.4f}",
         f"score_macro = 0.4 macro-F1 + 0.4 S_seg = {table['score_macro']:.4f}",
     ]
@@ -290,7 +323,7 @@ def score_prediction_folder(
     case_ms: Mapping[str, float] | None = None,
     suffix: str = "_pred",
     tolerance: float = 3.0,
-    empty_score: float = 1.0,
+    empty_score: float = 0.0,
 ) -> dict[str, Any]:
     """Score submission files ``{case}{suffix}.h5`` (0/1/2 masks, ``cls``) against the cases' label files.
 
@@ -302,6 +335,9 @@ def score_prediction_folder(
         pred_dir: folder of the prediction files.
         datalist: items with ``"case"`` and ``"label"`` (the ``NNNN_label.h5`` path).
         case_ms: inference time per case in ms (e.g. ``CaseInferenceWorkflow.report.case_ms``).
+        suffix: file name suffix of the prediction files.
+        tolerance: NSD tolerance in pixels.
+        empty_score: DSC of a class absent from both prediction and reference (see :func:`dice`).
     """
     stored_to_class = {0: 0, 128: CLASSES["plaque"], 255: CLASSES["vessel"]}
     case_scores, pred_cls, true_cls, missing = [], [], [], []
@@ -382,7 +418,7 @@ class CSV2026Metric(Metric):
         cls_threshold: float = 0.5,
         num_classes: int = 3,
         tolerance: float = 3.0,
-        empty_score: float = 1.0,
+        empty_score: float = 0.0,
         output_transform: Callable = from_engine(["pred", "label"]),
         device: str | torch.device = torch.device("cpu"),
     ) -> None:

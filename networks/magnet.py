@@ -36,6 +36,7 @@ from networks.encoders import build_encoder, load_encoder_weights
 __all__ = [
     "MagnetNet",
     "MorphologyFeatures",
+    "RunningStandardize",
     "plaque_weighted_pool",
     "risk_logit",
     "split_views_output",
@@ -115,6 +116,40 @@ def _extent(occupied: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, last - first, torch.zeros_like(last))
 
 
+class RunningStandardize(nn.Module):
+    """Standardise each feature by running estimates of its mean and variance over the training cases.
+
+    ``y = (x - running_mean) / sqrt(running_var + eps)``, always with the running estimates (in training they are
+    first updated from the batch, without gradient, with ``momentum``), so unlike ``BatchNorm1d`` the output does
+    not depend on the other cases of a batch of 2. Not part of MAGNET: an option of :class:`MagnetNet` for the
+    risk head's inputs, whose per-case variation can be a few per cent of a case-independent offset that the
+    head's LayerNorms (per case, over features) do not remove (measured in the bundle's docs).
+
+    Args:
+        num_features: size of the last axis of the input (B, num_features).
+        momentum: weight of the batch in each update of the running estimates.
+        eps: added to the variance.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.05, eps: float = 1e-5) -> None:
+        super().__init__()
+        if not 0 < momentum <= 1:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                batch = x.detach().float()
+                self.running_mean.lerp_(batch.mean(dim=0), self.momentum)
+                if batch.shape[0] > 1:
+                    self.running_var.lerp_(batch.var(dim=0, unbiased=False), self.momentum)
+        return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+
+
 def plaque_weighted_pool(
     features: torch.Tensor, logits: torch.Tensor, plaque_index: int = 1, alpha: float = 1.0
 ) -> torch.Tensor:
@@ -145,6 +180,9 @@ class MagnetNet(nn.Module):
         morph_dim: width of the shared projection of the 10 morphology features.
         cls_hidden: hidden widths of the classification MLP (each Linear -> LayerNorm -> ReLU -> Dropout).
         cls_dropout: dropout of the classification MLP.
+        standardize_cls_inputs: standardise the head's input vector by running statistics over the training
+            cases (:class:`RunningStandardize`) before the MLP. Not in MAGNET (default False); the CPU demo
+            turns it on (see the bundle's docs).
         pretrained_path: local timm ConvNeXt checkpoint loaded into the encoder (stem adapted to ``in_channels``
             by :func:`networks.encoders.load_encoder_weights`); random init when ``None``.
     """
@@ -163,6 +201,7 @@ class MagnetNet(nn.Module):
         morph_dim: int = 64,
         cls_hidden: Sequence[int] = (512, 256),
         cls_dropout: float = 0.3,
+        standardize_cls_inputs: bool = False,
         pretrained_path: str | Path | None = None,
     ) -> None:
         super().__init__()
@@ -216,6 +255,9 @@ class MagnetNet(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.cls_head = nn.Sequential(*layers)
+        # created after the head and without parameters: the default network's keys and seeded initial weights
+        # are those of MAGNET's head either way
+        self.cls_input_norm = RunningStandardize(2 * dims[-1] + 2 * morph_dim) if standardize_cls_inputs else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, 2 * in_channels, H, W) -> (B, 2 * num_classes + 1, H, W), see the module docstring."""
@@ -244,7 +286,10 @@ class MagnetNet(nn.Module):
         emb_trans = plaque_weighted_pool(skips_trans[-1], seg_trans, self.plaque_index, self.plaque_gate_alpha)
         morph_long = self.morph_proj(self.morphology(seg_long))
         morph_trans = self.morph_proj(self.morphology(seg_trans))
-        cls_logit = self.cls_head(torch.cat([emb_long, emb_trans, morph_long, morph_trans], dim=1))
+        cls_input = torch.cat([emb_long, emb_trans, morph_long, morph_trans], dim=1)
+        if self.cls_input_norm is not None:
+            cls_input = self.cls_input_norm(cls_input)
+        cls_logit = self.cls_head(cls_input)
         cls_map = cls_logit.reshape(batch, 1, 1, 1).expand(batch, 1, height, width)
         return torch.cat([seg_long, seg_trans, cls_map], dim=1)
 

@@ -1,7 +1,7 @@
 """Intensity transforms MONAI lacks, dictionary versions (``monai.transforms.intensity.dictionary`` style).
 
 They reproduce augmentations of the original solutions that MONAI has no exact counterpart for: MAGNET's
-(CSV 2026 carotid, 4th place) brightness/contrast and square cutout, and imgaug's ``Sharpen``,
+(CSV 2026 carotid, 4th place) brightness/contrast, gamma, noise of a random strength and square cutout, and imgaug's ``Sharpen``,
 ``AverageBlur``/``MedianBlur`` and ``Dropout``/``CoarseDropout`` used by the CCF BDCI 2021 angioma rank-1 solution
 (chaineypung/CCF-BDCI-2021-ULSEG-Rank1st). Each is a ``RandomizableTransform`` + ``MapTransform`` drawing from
 ``self.R``, so a ``Compose`` seeds it like a MONAI transform.
@@ -42,7 +42,9 @@ __all__ = [
     "RandBrightnessContrastd",
     "RandColorJitterd",
     "RandDropoutd",
+    "RandGammad",
     "RandGaussianBlurd",
+    "RandGaussianNoiseStdRanged",
     "RandKernelBlurd",
     "RandSharpend",
     "RandSquareCutoutd",
@@ -121,6 +123,86 @@ class RandBrightnessContrastd(RandomizableTransform, MapTransform):
         brightness, contrast = self.factors
         for key in self.key_iterator(d):
             d[key] = torch.clamp((d[key] * brightness - 0.5) * contrast + 0.5, 0.0, 1.0)
+        return d
+
+
+class RandGammad(RandomizableTransform, MapTransform):
+    """Gamma ``v = clip(v, 0, 1) ** g``, ``g ~ U(gamma_range)``, on images in [0, 1] (MAGNET's ``random_gamma``,
+    lyyek/CSV2026 dataset/transform.py); all keys share the draw.
+
+    MONAI's ``RandAdjustContrastd`` rescales by the image's own min and max before and after the power, which
+    equals ``v ** g`` only for an image spanning exactly [0, 1]; after a brightness/contrast change it does not.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        gamma_range: tuple[float, float] = (0.7, 1.3),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        low, high = gamma_range
+        if not 0 < low <= high:
+            raise ValueError(f"gamma_range must be (low, high) with 0 < low <= high, got {gamma_range}")
+        self.gamma_range = (float(low), float(high))
+        self.gamma = 1.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.gamma = self.R.uniform(*self.gamma_range)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = torch.clamp(d[key], 0.0, 1.0) ** self.gamma
+        return d
+
+
+class RandGaussianNoiseStdRanged(RandomizableTransform, MapTransform):
+    """Add Gaussian noise ``N(mean, s)`` with its standard deviation drawn as ``s ~ U(std_range)`` (MAGNET's
+    strong Mean Teacher augmentation draws ``s`` from U(0.01, 0.04), lyyek/CSV2026 dataset/transform.py).
+
+    MONAI's ``RandGaussianNoised(sample_std=True)`` draws ``s`` from U(0, std) only. Each key gets its own noise
+    of the shared ``s``; values are not clipped (follow with a clip, as MAGNET does).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 0.5,
+        std_range: tuple[float, float] = (0.01, 0.04),
+        mean: float = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        low, high = std_range
+        if not 0 <= low <= high:
+            raise ValueError(f"std_range must be (low, high) with 0 <= low <= high, got {std_range}")
+        self.std_range = (float(low), float(high))
+        self.mean = mean
+        self.std = 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.std = self.R.uniform(*self.std_range)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            image = convert_to_tensor(d[key], track_meta=get_track_meta())
+            noise = self.R.normal(self.mean, self.std, size=tuple(image.shape)).astype(np.float32)
+            d[key] = image + convert_to_dst_type(noise, image)[0]
         return d
 
 

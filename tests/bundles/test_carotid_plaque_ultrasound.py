@@ -197,7 +197,28 @@ def test_evaluate_prints_and_saves_the_official_score_table(dataset, trained, tm
     scores = json.loads((out / "scores.json").read_text())
     assert scores["num_cases"] >= 3 and 0.0 <= scores["score"] <= 0.8
     assert {"f1_high_risk", "f1_macro", "long_plaque_nsd", "trans_vessel_dsc", "seg_score", "time_ms"} <= set(scores)
-    assert "score = 0.4 F1_high_risk + 0.4 S_seg" in capsys.readouterr().out
+    confusion = ["cm_low_pred_low", "cm_low_pred_high", "cm_high_pred_low", "cm_high_pred_high"]
+    assert sum(scores[k] for k in confusion) == scores["num_cases"]
+    printed = capsys.readouterr().out
+    assert "score = 0.4 F1_high_risk + 0.4 S_seg" in printed and "risk confusion matrix" in printed
+
+
+def test_demo_standardizes_the_risk_head_inputs_and_the_recipe_keeps_magnets_head():
+    from monai.bundle import ConfigParser
+
+    def network(*configs: str):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / c) for c in configs])
+        parser.update({"encoder_depths": [1, 1, 1, 1], "encoder_dims": [8, 16, 32, 64]})
+        return parser.get_parsed_content("network_def"), parser
+
+    recipe, parser = network("train.json", "mean_teacher.json")
+    assert recipe.cls_input_norm is None and parser["encoder_freeze_epochs"] == 5
+    assert not any("cls_input_norm" in key for key in recipe.state_dict())
+    demo, _ = network("train.json", "mean_teacher.json", "demo.json")
+    assert demo.cls_input_norm is not None
+    inference, _ = network("inference.json", "evaluate.json", "demo.json")
+    assert inference.cls_input_norm is not None  # the demo checkpoint's buffers load into the inference network
 
 
 def test_real_carotid_images_packed_as_cases_go_through_inference(real_samples, trained, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -14,11 +15,13 @@ from monai.bundle import ConfigParser
 from data.csv2026 import (
     csv2026_fold_datalists,
     csv2026_folds,
+    labelled_cases,
     letterbox_to_square,
     list_cases,
     load_csv2026_datalist,
     pack_png_as_csv2026_case,
     read_case_list,
+    read_fold_file,
 )
 from data.synthetic.carotid_plaque_ultrasound import generate
 from formats.errors import CaseReadError
@@ -67,11 +70,70 @@ def test_folds_are_disjoint_cover_and_balance_classes(demo_root: Path) -> None:
         assert {i["case"] for i in train}.isdisjoint(folds[fold]) and len(train) + len(val) == len(labelled)
 
 
-def test_train_list_restricts_cases(root_copy: Path) -> None:
+def test_train_list_selects_labelled_cases_and_keeps_the_unlabelled_pool(root_copy: Path) -> None:
+    # a train.txt of labelled training cases only (as MAGNET's README describes it) must not empty the pool
     (root_copy / "train.txt").write_text("0000\n\n0001.h5\nimages/0002.h5  # a comment\n0015.h5\n")
     labelled, unlabelled = load_csv2026_datalist(root_copy)
     assert [i["case"] for i in labelled] == ["0000", "0001", "0002"]
-    assert [i["case"] for i in unlabelled] == ["0015"]
+    assert [i["case"] for i in unlabelled] == ["0014", "0015", "0016", "0017"]
+
+
+def _magnet_split(folds: list[list[str]], cases: list[str]) -> dict:
+    return {
+        "n_folds": len(folds),
+        "splits": [{"fold": k, "train": [c for c in cases if c not in f], "val": f} for k, f in enumerate(folds)],
+    }
+
+
+def test_fold_file_in_magnet_split4_form(demo_root: Path, tmp_path: Path) -> None:
+    labelled, _ = load_csv2026_datalist(demo_root)
+    cases = [i["case"] for i in labelled]
+    folds = [cases[:4], cases[4:8], cases[8:11], cases[11:]]  # deliberately not the computed folds
+    split = _magnet_split(folds, cases)
+    split["splits"][1]["train"].remove("0000")  # train lists are taken as given, not as the complement
+    fold_file = tmp_path / "split4.json"
+    fold_file.write_text(json.dumps(split))
+    assert [(t, v) for t, v in read_fold_file(fold_file)] == [(s["train"], s["val"]) for s in split["splits"]]
+    train, val = csv2026_fold_datalists(labelled, 1, fold_file=fold_file)
+    assert [i["case"] for i in val] == cases[4:8]
+    assert [i["case"] for i in train] == [c for c in cases if c not in cases[4:8] and c != "0000"]
+    assert labelled_cases(demo_root, fold=2, fold_file=fold_file) == [i for i in labelled if i["case"] in folds[2]]
+    # without a fold file the computed split is used
+    assert csv2026_fold_datalists(labelled, 1, 4, 0) == csv2026_fold_datalists(labelled, 1, 4, 0, None)
+    with pytest.raises(ValueError, match=r"split4.json: has folds 0..3, fold 4 was asked for"):
+        csv2026_fold_datalists(labelled, 4, fold_file=fold_file)
+    split["splits"][0]["val"].append("0999")
+    fold_file.write_text(json.dumps(split))
+    with pytest.raises(ValueError, match=r"split4.json: fold 0 lists cases that are not labelled cases: \['0999'\]"):
+        csv2026_fold_datalists(labelled, 0, fold_file=fold_file)
+
+
+def test_fold_file_in_monai_datalist_form(demo_root: Path, tmp_path: Path) -> None:
+    labelled, _ = load_csv2026_datalist(demo_root)
+    cases = [i["case"] for i in labelled]
+    training = [{"image": f"images/{c}.h5", "label": f"labels/{c}_label.h5", "fold": n % 3} for n, c in enumerate(cases)]
+    fold_file = tmp_path / "datalist.json"
+    fold_file.write_text(json.dumps({"training": training}))
+    train, val = csv2026_fold_datalists(labelled, 2, fold_file=fold_file)
+    assert [i["case"] for i in val] == cases[2::3]
+    assert [i["case"] for i in train] == [c for c in cases if c not in cases[2::3]]
+
+
+def test_fold_file_errors(tmp_path: Path) -> None:
+    fold_file = tmp_path / "folds.json"
+    with pytest.raises(FileNotFoundError, match="folds.json: fold file not found"):
+        read_fold_file(fold_file)
+    for content, message in (
+        ("not json", "not a JSON fold file"),
+        ('{"folds": []}', "expected MAGNET's split4.json form"),
+        ('{"splits": [{"fold": 0, "train": ["1"]}]}', r"splits\[0\] needs 'train' and 'val'"),
+        ('{"splits": [{"fold": 1, "train": ["1"], "val": ["2"]}]}', r"folds must be numbered 0..0, got \[1\]"),
+        ('{"splits": [{"fold": 0, "train": ["1", "2"], "val": ["2"]}]}', r"fold 0 has cases in both .*\['2'\]"),
+        ('{"training": [{"image": "a.h5"}]}', r"training\[0\] needs 'image' and 'fold'"),
+    ):
+        fold_file.write_text(content)
+        with pytest.raises(ValueError, match=message):
+            read_fold_file(fold_file)
 
 
 def test_read_case_list_formats(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from torch import nn
 from engines.prepare_batch import PrepareBatchMultiTarget
 from metrics.csv2026 import (
     CASE_KEYS,
+    CONFUSION_KEYS,
     CSV2026Metric,
     case_segmentation_scores,
     csv2026_score_table,
@@ -57,8 +58,9 @@ def test_identical_disjoint_and_empty_masks() -> None:
     far_a, far_b = _square(0, 0, 3, (16, 16)), _square(12, 12, 3, (16, 16))
     assert dice(far_a, far_b) == 0.0 and normalized_surface_dice(far_a, far_b) == 0.0
     empty = np.zeros((10, 10), dtype=bool)
-    assert dice(empty, empty) == 1.0 and normalized_surface_dice(empty, empty) == 1.0
-    assert dice(empty, empty, empty_score=0.0) == 0.0  # medpy's convention, selectable
+    # DSC of a class absent from both masks: 0 as medpy's dc in MAGNET and the official baseline; 1 selectable
+    assert dice(empty, empty) == 0.0 and normalized_surface_dice(empty, empty) == 1.0
+    assert dice(empty, empty, empty_score=1.0) == 1.0
     assert dice(a, empty) == 0.0 and dice(empty, a) == 0.0
     assert normalized_surface_dice(a, empty) == 0.0 and normalized_surface_dice(empty, a) == 0.0
 
@@ -113,6 +115,15 @@ def test_case_segmentation_scores() -> None:
     assert scores["seg_score"] == pytest.approx(0.8)
 
 
+def test_class_absent_from_both_masks_scores_dsc_0_by_default() -> None:
+    gt = np.zeros((12, 12), dtype=np.int64)
+    gt[2:5, 2:8] = 2  # vessel only, no plaque in either view
+    scores = case_segmentation_scores(gt, gt, gt, gt)
+    assert scores["long_plaque_dsc"] == 0.0 and scores["long_plaque_nsd"] == 1.0
+    assert scores["long_plaque_score"] == 0.5 and scores["long_vessel_score"] == 1.0
+    assert case_segmentation_scores(gt, gt, gt, gt, empty_score=1.0)["long_plaque_dsc"] == 1.0
+
+
 def test_f1_binary_and_macro() -> None:
     pred = [1, 1, 1, 0, 0, 0]
     true = [1, 0, 0, 0, 0, 1]
@@ -146,8 +157,11 @@ def test_score_table_and_text() -> None:
     assert table["score"] == pytest.approx(0.4 * 2 / 3 + 0.4 * 0.75)
     assert table["score_macro"] == pytest.approx(0.4 / 3 + 0.4 * 0.75)
     assert table["time_ms"] == 20.0 and table["num_cases"] == 2
+    # rows: true class, columns: predicted class
+    assert [table[k] for k in CONFUSION_KEYS] == [0, 0, 1, 1]
     text = format_score_table(table)
     assert "S_seg" in text and "0.7500" in text and "20.0 ms" in text
+    assert "true low                      0         0" in text and "true high                     1         1" in text
     with pytest.raises(ValueError, match="2 segmentation cases"):
         csv2026_score_table([case_a, case_b], [1], [1])
 
@@ -178,6 +192,7 @@ def test_ignite_metric_on_a_dummy_engine() -> None:
     assert metrics["csv"] == pytest.approx(0.4 * 2 / 3 + 0.4 * 0.9)
     assert metric.table["score"] == metrics["csv"]
     assert {f"csv/{key}" for key in CASE_KEYS} <= set(metrics)
+    assert [metrics[f"csv/{k}"] for k in CONFUSION_KEYS] == [0, 0, 1, 1]
 
 
 class _EchoNet(nn.Module):

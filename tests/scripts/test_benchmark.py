@@ -157,3 +157,15 @@ def test_checkpoint_weights_are_used_and_a_mismatching_one_is_named(tmp_path: Pa
     assert "training" not in figures["sections"]
     with pytest.raises(ValueError, match="bad.pt does not fit MagnetNet"):
         main([*common, "--checkpoint", str(bad)])
+
+
+def test_carotid_benchmark_builds_the_demo_network_with_standardized_head_inputs() -> None:
+    import argparse
+
+    module = load_benchmark("carotid_plaque_ultrasound")
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    args = parser.parse_args(["--depths", "1", "1", "1", "1", "--dims", "8", "16", "32", "64", "--standardize-cls-inputs"])
+    args.quick = False  # a common option of scripts/benchmark.py
+    kwargs, net = module._network(args)
+    assert kwargs["standardize_cls_inputs"] is True and net.cls_input_norm is not None

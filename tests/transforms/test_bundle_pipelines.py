@@ -4,6 +4,9 @@ The fixture ``fixtures/pinned_training_pipelines.npz`` holds what the carotid (l
 augmentation) and angioma (DA / EDA) pipelines gave for the inputs of ``pipeline_inputs.py`` and the seeds below,
 computed with the Python pipeline builders these configs replaced. Same transforms in the same order give the same
 random draws (``Compose.set_random_state`` seeds each randomizable transform in turn), so the outputs are equal.
+The carotid entries were recomputed when the gamma step became exactly ``x ** gamma`` (``transforms.intensity.
+RandGammad``) and the strong noise sigma U(0.01, 0.04) (``RandGaussianNoiseStdRanged``), as MAGNET's: the same
+draws in the same order, only the values of those two steps changed.
 """
 
 from __future__ import annotations

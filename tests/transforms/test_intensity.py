@@ -19,7 +19,9 @@ from transforms.intensity import (
     RandBrightnessContrastd,
     RandColorJitterd,
     RandDropoutd,
+    RandGammad,
     RandGaussianBlurd,
+    RandGaussianNoiseStdRanged,
     RandKernelBlurd,
     RandSharpend,
     RandSquareCutoutd,
@@ -33,6 +35,35 @@ def test_to_unit_interval_scales_8_bit_images_only():
     torch.testing.assert_close(scaled, torch.tensor([0.0, 0.5, 1.0]))
     unit = torch.tensor([0.0, 0.25, 1.0])
     assert torch.equal(ToUnitIntervald("x")({"x": unit})["x"], unit)
+
+
+def test_gamma_is_exactly_the_power_on_unit_images() -> None:
+    # an image that does not span [0, 1] (after a contrast change): MONAI's RandAdjustContrastd rescales by its
+    # own min/max and so differs from MAGNET's np.power(img, gamma); RandGammad gives the power itself
+    image = torch.tensor([[[0.2, 0.4], [0.6, 0.8]]])
+    transform = RandGammad("x", prob=1.0, gamma_range=(0.7, 1.3)).set_random_state(3)
+    out = transform({"x": image})["x"]
+    assert 0.7 <= transform.gamma <= 1.3 and transform.gamma != 1.0
+    torch.testing.assert_close(out, image**transform.gamma)
+    # values outside [0, 1] are clipped first (no NaN from a negative base)
+    out = RandGammad("x", prob=1.0, gamma_range=(0.5, 0.5))({"x": torch.tensor([-0.1, 0.25, 1.2])})["x"]
+    torch.testing.assert_close(out, torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.equal(RandGammad("x", prob=0.0)({"x": image})["x"], image)
+    with pytest.raises(ValueError, match="gamma_range"):
+        RandGammad("x", gamma_range=(0.0, 1.0))
+
+
+def test_noise_std_is_drawn_from_the_range() -> None:
+    transform = RandGaussianNoiseStdRanged("x", prob=1.0, std_range=(0.01, 0.04)).set_random_state(0)
+    stds = []
+    for _ in range(200):
+        out = transform({"x": torch.zeros(1, 64, 64)})["x"]
+        stds.append(transform.std)
+        assert float(out.std()) == pytest.approx(transform.std, rel=0.1)
+    # MAGNET: U(0.01, 0.04), never below 0.01 (MONAI's sample_std draws from U(0, std))
+    assert 0.01 <= min(stds) < 0.012 and 0.038 < max(stds) <= 0.04
+    with pytest.raises(ValueError, match="std_range"):
+        RandGaussianNoiseStdRanged("x", std_range=(0.04, 0.01))
 
 
 def test_square_cutout_holes() -> None:

@@ -11,7 +11,7 @@ row                 prediction
 ==================  ======================================================================================
 single model        ``sigmoid(model_k(x))`` resized back, thresholded
 + TTA               ``sigmoid(mean of the 8 flip/rot180 variants of model_k)`` (:class:`inferers.FlipTTAInferer`)
-+ RSIP              and connected components of at most 50 px removed (8-connected, MONAI RemoveSmallObjectsd)
++ RSIP              and connected components of at most 50 px removed (8-connected, RemoveSmallComponentsd)
 + EMF               and the 19 x 19 edge median filter (:class:`transforms.postprocessing.EdgeMedianFilterd`)
 ensemble            mean over all fold models of their TTA probabilities, then RSIP and EMF (the submission)
 ==================  ======================================================================================
@@ -77,7 +77,7 @@ class AblationScorer:
         table: where the scores go.
         restore: brings ``data[pred_key]`` (probabilities at the network size) back to the image's size.
         threshold: probability threshold of the masks.
-        min_size: RSIP: components with fewer pixels are removed.
+        max_size: RSIP: components of at most this many pixels are removed.
         median_window: EMF window width.
         image_key: the preprocessed image, whose meta ``spatial_shape`` is the size on disk.
         label_key: the label PNG's path (left as is by the preprocessing).
@@ -88,7 +88,7 @@ class AblationScorer:
         table: AblationTable,
         restore: Callable[[dict], dict],
         threshold: float = 0.5,
-        min_size: int = 51,
+        max_size: int = 50,
         median_window: int = 19,
         image_key: str = "image",
         label_key: str = "label",
@@ -98,8 +98,8 @@ class AblationScorer:
         self.table = table
         self.restore = restore
         self.threshold = threshold
-        self.rsip = angioma_postprocessing(pred_key, min_size=min_size, median_window=1)
-        self.emf = angioma_postprocessing(pred_key, min_size=0, median_window=median_window)
+        self.rsip = angioma_postprocessing(pred_key, max_size=max_size, median_window=1)
+        self.emf = angioma_postprocessing(pred_key, max_size=0, median_window=median_window)
         self.image_key = image_key
         self.label_key = label_key
         self.case_key = case_key
@@ -133,7 +133,7 @@ def run_ablation(
     tta_inferer: Inferer,
     inferer: Inferer | None = None,
     threshold: float = 0.5,
-    min_size: int = 51,
+    max_size: int = 50,
     median_window: int = 19,
     single_model: int = 0,
     device: str | torch.device = "cpu",
@@ -155,7 +155,7 @@ def run_ablation(
         tta_inferer: the test-time augmentation around ``inferer`` (:class:`inferers.FlipTTAInferer`).
         inferer: how a model is run without TTA (default the whole image at once).
         threshold: probability threshold of the masks.
-        min_size: RSIP: components with fewer pixels are removed (51 = "at most 50 px").
+        max_size: RSIP: components of at most this many pixels are removed.
         median_window: EMF window width.
         single_model: index in ``models`` of the single model of the first four rows.
         device: where the models run.
@@ -171,12 +171,12 @@ def run_ablation(
     table.labels = {
         SINGLE: f"single model (#{single_model})",
         TTA: "+ TTA (8-way flips)",
-        RSIP: f"+ RSIP (components of <= {min_size - 1} px removed)",
+        RSIP: f"+ RSIP (components of <= {max_size} px removed)",
         EMF: f"+ EMF ({median_window} x {median_window} median)",
         ENSEMBLE: f"{len(models)}-model ensemble (+ TTA, RSIP, EMF)",
     }
     scorer = AblationScorer(
-        table, restore, threshold, min_size, median_window, image_key, label_key, case_key, pred_key
+        table, restore, threshold, max_size, median_window, image_key, label_key, case_key, pred_key
     )
     items = [{**item, case_key: str(item.get(case_key, f"image {index}"))} for index, item in enumerate(datalist)]
     workflow = CaseInferenceWorkflow(

@@ -74,7 +74,7 @@ def test_rows_add_tta_small_component_removal_median_and_the_ensemble(case):
 
 def test_single_model_index_threshold_and_switched_off_steps(case):
     item, _ = case
-    table = _ablation([item], [Threshold(), Undecided()], single_model=1, min_size=0, median_window=1)
+    table = _ablation([item], [Threshold(), Undecided()], single_model=1, max_size=0, median_window=1)
     whole_image = 2 * 900 / (SIZE * SIZE + 900)  # p = 0.5 >= threshold everywhere
     for step in ("single model", "+ TTA", "+ RSIP", "+ EMF"):
         assert table.dice[step]["a"] == pytest.approx(whole_image)

@@ -22,7 +22,9 @@ own size; an image that cannot be read or predicted is reported by the workflow 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +35,37 @@ from formats.png import fit_mask_to_image, read_mask_png
 from metrics.ccf_bdci import EMF, ENSEMBLE, RSIP, SINGLE, TTA, AblationTable, dice_score
 from transforms.angioma import angioma_postprocessing
 
-__all__ = ["AblationPredictor", "AblationScorer", "run_ablation"]
+__all__ = ["AblationPredictor", "AblationScorer", "fold_model_paths", "run_ablation"]
+
+
+def fold_model_paths(runs_dir: str | Path, folds: Sequence[int], filename: str = "models/model.pt") -> list[str]:
+    """The best model of each fold in ``folds``: ``runs_dir/fold{k}/filename``, as training writes them.
+
+    Raises:
+        FileNotFoundError: some are missing; the message names every missing file, the folds that have a model
+            under ``runs_dir`` and how to select them (``--folds``) or other checkpoints (``--model_paths``).
+    """
+    if not folds:
+        raise ValueError("folds is empty: name at least one fold model, e.g. --folds \"[0]\"")
+    paths = [Path(runs_dir) / f"fold{k}" / filename for k in folds]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        pattern = re.compile(r"fold(\d+)")
+        found = sorted(
+            int(match.group(1))
+            for path in Path(runs_dir).glob(f"fold*/{filename}")
+            if (match := pattern.fullmatch(path.relative_to(runs_dir).parts[0]))
+        )
+        hint = (
+            f"the folds with a model there are {found}: use them with --folds \"{found}\""
+            if found
+            else "no fold has a model there: train the folds first (scripts/train_folds.py) or set --runs_dir"
+        )
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(paths)} fold models of folds {list(folds)} under {runs_dir} are missing: "
+            f"{', '.join(missing)}; {hint}, or give checkpoints with --model_paths"
+        )
+    return [str(path) for path in paths]
 
 
 class AblationPredictor(torch.nn.Module):

@@ -18,6 +18,8 @@ ensemble            mean over all fold models of their TTA probabilities, then R
 
 Each row adds to the one above, as in the README. The scores are :func:`metrics.ccf_bdci.dice_score` at the image's
 own size; an image that cannot be read or predicted is reported by the workflow and the others go on.
+
+:func:`fold_model_paths` gives the bundle's inference its fold models, naming every missing one at once.
 """
 
 from __future__ import annotations

@@ -33,8 +33,14 @@ class EpochCappedCheckpointSaver(CheckpointSaver):
         if key_metric_max_epoch is not None and key_metric_max_epoch < 1:
             raise ValueError(f"key_metric_max_epoch must be an epoch >= 1 or None, got {key_metric_max_epoch}")
         self.key_metric_max_epoch = key_metric_max_epoch
+        self.key_metric_filename = kwargs.get("key_metric_filename")
 
     def metrics_completed(self, engine: Engine) -> None:
         if self.key_metric_max_epoch is not None and engine.state.epoch > self.key_metric_max_epoch:
+            # the evaluator's own "best value" log line still counts this epoch: say which one selects the model
+            self.logger.info(
+                "epoch %d is after key_metric_max_epoch %d: not considered for %s",
+                engine.state.epoch, self.key_metric_max_epoch, self.key_metric_filename or "the best model",
+            )  # fmt: skip
             return
         super().metrics_completed(engine)

@@ -50,3 +50,9 @@ def test_a_tie_selects_the_later_epoch_as_the_seeds_less_or_equal(tmp_path):
 def test_cap_must_be_an_epoch():
     with pytest.raises(ValueError, match="key_metric_max_epoch"):
         EpochCappedCheckpointSaver(save_dir="x", save_dict={"n": torch.nn.Linear(1, 1)}, key_metric_max_epoch=0)
+
+
+def test_epochs_after_the_cap_are_logged_as_not_considered(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        _select(tmp_path, [0.5, 0.1], key_metric_max_epoch=1, name="selection")
+    assert "epoch 2 is after key_metric_max_epoch 1: not considered for model.pt" in caplog.text

@@ -13,8 +13,9 @@
    initialised (one seed each) unless ``--checkpoints`` gives trained ones: an untrained network's
    probabilities sit near 0.5 or saturate, so its agreement figures say little about a trained one's.
 3. Post-processing per image at the synthetic image's own size (375-490 x 230-320 px, as the challenge's):
-   resize of the probabilities back (the bundle's ``Invertd``), threshold, RSIP (MONAI ``RemoveSmallObjectsd``)
-   and EMF (19 x 19 median) - on the CPU, whatever the device of the network.
+   resize of the probabilities back (the bundle's ``Invertd``), threshold, RSIP
+   (``transforms.postprocessing.RemoveSmallComponentsd``) and EMF (19 x 19 median) - on the CPU, whatever the device
+   of the network.
 """
 
 from __future__ import annotations
@@ -278,9 +279,9 @@ def _postprocessing(
         "resize back (Invertd, bicubic)": (lambda p: restore({**data, "pred": p}), probability),
         f"threshold {threshold:g}": (lambda p: binarize({"pred": p}), restored),
         f"RSIP (components <= {rsip_max_size} px)": (
-            _postprocessing_step(min_size=rsip_max_size + 1, median_window=1), mask
+            _postprocessing_step(max_size=rsip_max_size, median_window=1), mask
         ),
-        f"EMF ({emf_window} x {emf_window} median)": (_postprocessing_step(min_size=0, median_window=emf_window), mask),
+        f"EMF ({emf_window} x {emf_window} median)": (_postprocessing_step(max_size=0, median_window=emf_window), mask),
     }
     rows, figures = [], {}
     for name, (fn, tensor) in steps.items():
@@ -293,7 +294,7 @@ def _postprocessing(
     report.table(["step", "median ms", "min ms"], rows)
 
 
-def _postprocessing_step(min_size: int, median_window: int) -> Callable[[torch.Tensor], Any]:
+def _postprocessing_step(max_size: int, median_window: int) -> Callable[[torch.Tensor], Any]:
     """One step of the bundle's post-processing as a function of the mask."""
-    transform = angioma_postprocessing("pred", min_size=min_size, median_window=median_window)
+    transform = angioma_postprocessing("pred", max_size=max_size, median_window=median_window)
     return lambda mask: transform({"pred": mask})

@@ -11,18 +11,22 @@ row                 prediction
 ==================  ======================================================================================
 single model        ``sigmoid(model_k(x))`` resized back, thresholded
 + TTA               ``sigmoid(mean of the 8 flip/rot180 variants of model_k)`` (:class:`inferers.FlipTTAInferer`)
-+ RSIP              and connected components of at most 50 px removed (8-connected, MONAI RemoveSmallObjectsd)
++ RSIP              and connected components of at most 50 px removed (8-connected, RemoveSmallComponentsd)
 + EMF               and the 19 x 19 edge median filter (:class:`transforms.postprocessing.EdgeMedianFilterd`)
 ensemble            mean over all fold models of their TTA probabilities, then RSIP and EMF (the submission)
 ==================  ======================================================================================
 
 Each row adds to the one above, as in the README. The scores are :func:`metrics.ccf_bdci.dice_score` at the image's
 own size; an image that cannot be read or predicted is reported by the workflow and the others go on.
+
+:func:`fold_model_paths` gives the bundle's inference its fold models, naming every missing one at once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +37,37 @@ from formats.png import fit_mask_to_image, read_mask_png
 from metrics.ccf_bdci import EMF, ENSEMBLE, RSIP, SINGLE, TTA, AblationTable, dice_score
 from transforms.angioma import angioma_postprocessing
 
-__all__ = ["AblationPredictor", "AblationScorer", "run_ablation"]
+__all__ = ["AblationPredictor", "AblationScorer", "fold_model_paths", "run_ablation"]
+
+
+def fold_model_paths(runs_dir: str | Path, folds: Sequence[int], filename: str = "models/model.pt") -> list[str]:
+    """The best model of each fold in ``folds``: ``runs_dir/fold{k}/filename``, as training writes them.
+
+    Raises:
+        FileNotFoundError: some are missing; the message names every missing file, the folds that have a model
+            under ``runs_dir`` and how to select them (``--folds``) or other checkpoints (``--model_paths``).
+    """
+    if not folds:
+        raise ValueError("folds is empty: name at least one fold model, e.g. --folds \"[0]\"")
+    paths = [Path(runs_dir) / f"fold{k}" / filename for k in folds]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        pattern = re.compile(r"fold(\d+)")
+        found = sorted(
+            int(match.group(1))
+            for path in Path(runs_dir).glob(f"fold*/{filename}")
+            if (match := pattern.fullmatch(path.relative_to(runs_dir).parts[0]))
+        )
+        hint = (
+            f"the folds with a model there are {found}: use them with --folds \"{found}\""
+            if found
+            else "no fold has a model there: train the folds first (scripts/train_folds.py) or set --runs_dir"
+        )
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(paths)} fold models of folds {list(folds)} under {runs_dir} are missing: "
+            f"{', '.join(missing)}; {hint}, or give checkpoints with --model_paths"
+        )
+    return [str(path) for path in paths]
 
 
 class AblationPredictor(torch.nn.Module):
@@ -77,7 +111,7 @@ class AblationScorer:
         table: where the scores go.
         restore: brings ``data[pred_key]`` (probabilities at the network size) back to the image's size.
         threshold: probability threshold of the masks.
-        min_size: RSIP: components with fewer pixels are removed.
+        max_size: RSIP: components of at most this many pixels are removed.
         median_window: EMF window width.
         image_key: the preprocessed image, whose meta ``spatial_shape`` is the size on disk.
         label_key: the label PNG's path (left as is by the preprocessing).
@@ -88,7 +122,7 @@ class AblationScorer:
         table: AblationTable,
         restore: Callable[[dict], dict],
         threshold: float = 0.5,
-        min_size: int = 51,
+        max_size: int = 50,
         median_window: int = 19,
         image_key: str = "image",
         label_key: str = "label",
@@ -98,8 +132,8 @@ class AblationScorer:
         self.table = table
         self.restore = restore
         self.threshold = threshold
-        self.rsip = angioma_postprocessing(pred_key, min_size=min_size, median_window=1)
-        self.emf = angioma_postprocessing(pred_key, min_size=0, median_window=median_window)
+        self.rsip = angioma_postprocessing(pred_key, max_size=max_size, median_window=1)
+        self.emf = angioma_postprocessing(pred_key, max_size=0, median_window=median_window)
         self.image_key = image_key
         self.label_key = label_key
         self.case_key = case_key
@@ -133,7 +167,7 @@ def run_ablation(
     tta_inferer: Inferer,
     inferer: Inferer | None = None,
     threshold: float = 0.5,
-    min_size: int = 51,
+    max_size: int = 50,
     median_window: int = 19,
     single_model: int = 0,
     device: str | torch.device = "cpu",
@@ -155,7 +189,7 @@ def run_ablation(
         tta_inferer: the test-time augmentation around ``inferer`` (:class:`inferers.FlipTTAInferer`).
         inferer: how a model is run without TTA (default the whole image at once).
         threshold: probability threshold of the masks.
-        min_size: RSIP: components with fewer pixels are removed (51 = "at most 50 px").
+        max_size: RSIP: components of at most this many pixels are removed.
         median_window: EMF window width.
         single_model: index in ``models`` of the single model of the first four rows.
         device: where the models run.
@@ -171,12 +205,12 @@ def run_ablation(
     table.labels = {
         SINGLE: f"single model (#{single_model})",
         TTA: "+ TTA (8-way flips)",
-        RSIP: f"+ RSIP (components of <= {min_size - 1} px removed)",
+        RSIP: f"+ RSIP (components of <= {max_size} px removed)",
         EMF: f"+ EMF ({median_window} x {median_window} median)",
         ENSEMBLE: f"{len(models)}-model ensemble (+ TTA, RSIP, EMF)",
     }
     scorer = AblationScorer(
-        table, restore, threshold, min_size, median_window, image_key, label_key, case_key, pred_key
+        table, restore, threshold, max_size, median_window, image_key, label_key, case_key, pred_key
     )
     items = [{**item, case_key: str(item.get(case_key, f"image {index}"))} for index, item in enumerate(datalist)]
     workflow = CaseInferenceWorkflow(

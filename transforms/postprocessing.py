@@ -1,13 +1,14 @@
-"""Post-processing of binary segmentation masks: the "edge median filtering" (EMF) of the CCF BDCI 2021 rank 1.
+"""Post-processing of binary segmentation masks: the two steps of the CCF BDCI 2021 rank 1
+(chaineypung/CCF-BDCI-2021-ULSEG-Rank1st, ``postprocess.py``).
 
-The other step of that recipe, "removing small isolated points" (RSIP), is MONAI's
-``RemoveSmallObjectsd(keys, min_size=N, connectivity=2)`` on a {0, 1} (or bool) ``(1, H, W)`` mask: on a
-channel-first 2D mask ``connectivity=2`` joins diagonal neighbours in the image plane (8-connectivity, as the
-rank-1 ``postprocess.py``'s ``skimage.measure.label(neighbors=8)``), and components with **fewer than** ``min_size``
-pixels are deleted (scikit-image's deprecated ``min_size``, which MONAI 1.6 passes). Its threshold is 50; it meant
-"delete components of at most 50 px", so ``min_size=51`` reproduces its intent to the pixel. Two pitfalls: on a
-{0, 255} mask MONAI treats the array as already labelled (all foreground is ONE object), so threshold the
-probabilities to {0, 1} first; and that code did the opposite of its intent, which is not reproduced.
+"Removing small isolated points" (RSIP) is :class:`RemoveSmallComponentsd`: 8-connected components (the rank-1
+``skimage.measure.label(neighbors=8)``) of at most ``max_size`` pixels are deleted, the sizes compared directly.
+Its threshold is 50 and it meant "delete components of at most 50 px"; its code did the opposite of that intent,
+which is not reproduced. MONAI's ``RemoveSmallObjectsd`` is not used: it passes scikit-image's deprecated
+``min_size``, which scikit-image 0.26 reads as an inclusive maximum (``min_size=51`` removes 51-px components
+too), and it treats a {0, 255} mask as already labelled.
+
+"Edge median filtering" (EMF) is :class:`EdgeMedianFilterd`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,50 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_data_type, convert_to_dst_type
 from scipy import ndimage
+from skimage.measure import label as label_components
 
-__all__ = ["EdgeMedianFilterd"]
+__all__ = ["EdgeMedianFilterd", "RemoveSmallComponentsd"]
+
+
+class RemoveSmallComponentsd(MapTransform):
+    """Delete the connected components of at most ``max_size`` pixels of a binary mask (RSIP).
+
+    Args:
+        keys: keys of channel-first masks ``(C, *spatial)`` (tensor or array), foreground any non-zero value (a
+            thresholded {0, 1} mask or a {0, 255} one); each channel is processed alone.
+        max_size: components with this many pixels or fewer are deleted; 0 is a no-op (how a config switches the
+            step off).
+        connectivity: neighbourhood of a component within the spatial axes: 1 joins pixels sharing a side, up to
+            the number of spatial axes (2 in 2D: diagonal neighbours too, 8-connectivity).
+        allow_missing_keys: skip missing keys instead of raising.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, max_size: int = 50, connectivity: int = 2, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if max_size < 0:
+            raise ValueError(f"max_size must be a number of pixels >= 0, got {max_size}")
+        self.max_size = max_size
+        self.connectivity = connectivity
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        if self.max_size == 0:
+            return d
+        for key in self.key_iterator(d):
+            mask = d[key]
+            array = convert_data_type(mask, np.ndarray)[0]
+            if array.ndim < 3:
+                raise ValueError(f"{key}: expected a channel-first mask (C, *spatial), got shape {array.shape}")
+            kept = array.copy()
+            for channel, foreground in enumerate(array != 0):
+                labels = label_components(foreground, connectivity=self.connectivity)
+                sizes = np.bincount(labels.ravel())
+                small = np.flatnonzero(sizes <= self.max_size)
+                kept[channel][np.isin(labels, small[small > 0])] = 0
+            d[key] = convert_to_dst_type(kept, mask)[0]
+        return d
 
 
 class EdgeMedianFilterd(MapTransform):

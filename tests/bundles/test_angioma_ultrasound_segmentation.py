@@ -77,7 +77,31 @@ def test_loss_is_the_seeds_soft_dice_over_the_whole_batch():
     torch.testing.assert_close(loss(logits, target), seed)
 
 
+def test_model_is_selected_by_the_lowest_validation_loss_of_all_epochs_but_the_last():
+    """The seed saves when the validation loss (the batch-size-weighted mean of the batches' soft Dice losses) is
+    at most the lowest so far and the 0-based epoch index is at most epochs - 2."""
+    parser = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY, max_epochs=100).parser
+    assert list(parser.get_parsed_content("validate#key_metric")) == ["val_loss"]
+    assert "val_mean_dice" in parser.get_parsed_content("validate#additional_metrics")
+    saver = parser.get_parsed_content("validate#handlers")[-1]
+    assert saver.key_metric_max_epoch == 99  # 1-based: the seed's i <= 98
+    metric = parser.get_parsed_content("validate#metrics#val_loss")
+    loss = parser.get_parsed_content("loss")
+    batches = [(torch.randn(3, 1, 8, 8), (torch.rand(3, 1, 8, 8) > 0.5).float()) for _ in range(2)]
+    batches.append((torch.randn(1, 1, 8, 8), torch.ones(1, 1, 8, 8)))
+    metric.reset()
+    for logits, target in batches:
+        metric.update((logits, target))
+    seed = sum(loss(x, y).item() * len(x) for x, y in batches) / 7  # train.py: valid_loss / len(valid_list)
+    assert metric.compute() == pytest.approx(seed)
+    dice = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY, select_metric="val_mean_dice").parser
+    assert list(dice.get_parsed_content("validate#key_metric")) == ["val_mean_dice"]
+
+
 def test_training_keeps_the_best_model_and_resumes_from_the_last_epoch(runs):
+    best = torch.load(runs / "fold0" / "models" / "model.pt", weights_only=True)
+    latest = torch.load(runs / "fold0" / "checkpoints" / "latest.pt", weights_only=True)["network"]
+    assert not torch.equal(best["head.conv.weight"], latest["head.conv.weight"]), "the last epoch is never selected"
     for fold in FOLDS:
         best = torch.load(runs / f"fold{fold}" / "models" / "model.pt", weights_only=True)
         assert "head.conv.weight" in best  # the network's state dict
@@ -153,6 +177,23 @@ def test_ensemble_inference_writes_masks_named_and_sized_as_the_inputs_and_repor
     assert sorted(f["case"] for f in report["failed"]) == ["alpha", "broken", "cine", "deep", "photo"]
     assert sorted(Path(s["entry"]).name for s in report["skipped_entries"]) == ["notes.txt", "old.png"]
     assert report["num_entries"] == len(list(images.iterdir()))
+
+
+def test_missing_fold_models_are_named_with_the_folds_that_have_one(dataset, runs, tmp_path):
+    with pytest.raises(Exception) as failure:
+        run_bundle(
+            INFERENCE, input_dir=str(dataset / "test_data" / "img"), output_dir=str(tmp_path / "pred"),
+            runs_dir=str(runs), folds=[0, 1, 2, 4], **NET,
+        )
+    cause = failure.value
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    message = str(cause)
+    assert isinstance(cause, FileNotFoundError) and "2 of the 4 fold models" in message
+    for fold in (2, 4):
+        assert str(runs / f"fold{fold}" / "models" / "model.pt") in message
+    assert '--folds "[0, 1]"' in message and "--model_paths" in message
+    assert not (tmp_path / "pred").exists() or not list((tmp_path / "pred").iterdir())
 
 
 def test_ensemble_really_averages_distinct_fold_models(runs):

@@ -12,7 +12,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, EnsureTyped, Invertd
 from PIL import Image
 
-from engines.ccf_bdci import run_ablation
+from engines.ccf_bdci import fold_model_paths, run_ablation
 from formats.png import save_png_atomic
 from inferers.flip_tta import FlipTTAInferer
 from metrics.ccf_bdci import STEPS, dice_score, write_ablation_report
@@ -74,7 +74,7 @@ def test_rows_add_tta_small_component_removal_median_and_the_ensemble(case):
 
 def test_single_model_index_threshold_and_switched_off_steps(case):
     item, _ = case
-    table = _ablation([item], [Threshold(), Undecided()], single_model=1, min_size=0, median_window=1)
+    table = _ablation([item], [Threshold(), Undecided()], single_model=1, max_size=0, median_window=1)
     whole_image = 2 * 900 / (SIZE * SIZE + 900)  # p = 0.5 >= threshold everywhere
     for step in ("single model", "+ TTA", "+ RSIP", "+ EMF"):
         assert table.dice[step]["a"] == pytest.approx(whole_image)
@@ -93,3 +93,23 @@ def test_a_bad_image_is_named_after_the_table_of_the_others(case, tmp_path, caps
     assert "single model (#0)" in printed and "FAILED gone" in printed
     saved = json.loads((tmp_path / "ablation.json").read_text())
     assert [row["step"] for row in saved["rows"]] == list(STEPS) and saved["num_images"] == 1
+
+
+def test_fold_model_paths_name_every_missing_model_and_the_folds_that_have_one(tmp_path):
+    for fold in (0, 3):
+        (tmp_path / f"fold{fold}" / "models").mkdir(parents=True)
+        (tmp_path / f"fold{fold}" / "models" / "model.pt").write_bytes(b"")
+    (tmp_path / "fold1" / "models").mkdir(parents=True)  # trained, but no model yet
+    expected = [str(tmp_path / f"fold{fold}" / "models" / "model.pt") for fold in (3, 0)]
+    assert fold_model_paths(tmp_path, [3, 0]) == expected
+    with pytest.raises(FileNotFoundError) as missing:
+        fold_model_paths(tmp_path, [0, 1, 2, 3, 4])
+    message = str(missing.value)
+    assert "3 of the 5 fold models" in message
+    for fold in (1, 2, 4):
+        assert str(tmp_path / f"fold{fold}" / "models" / "model.pt") in message
+    assert '--folds "[0, 3]"' in message and "--model_paths" in message
+    with pytest.raises(FileNotFoundError, match="no fold has a model there"):
+        fold_model_paths(tmp_path / "elsewhere", [0])
+    with pytest.raises(ValueError, match="folds is empty"):
+        fold_model_paths(tmp_path, [])

@@ -1,4 +1,4 @@
-"""RSIP (MONAI RemoveSmallObjectsd, 8-connected) and EMF (19x19 median) on hand-made masks with known answers."""
+"""RSIP (RemoveSmallComponentsd, 8-connected) and EMF (19x19 median) on hand-made masks with known answers."""
 
 from __future__ import annotations
 
@@ -6,38 +6,53 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import RemoveSmallObjectsd
 from scipy import ndimage
 
 from transforms.angioma import angioma_postprocessing
-from transforms.postprocessing import EdgeMedianFilterd
+from transforms.postprocessing import EdgeMedianFilterd, RemoveSmallComponentsd
 
 
 def canvas(size: int = 200) -> np.ndarray:
     return np.zeros((1, size, size), dtype=np.float32)
 
 
-def test_remove_small_objects_8_connected_deletes_specks_below_the_threshold():
+def test_remove_small_components_8_connected_deletes_specks_of_at_most_max_size():
     mask = canvas(100)
     mask[0, 5, 5:12] = 1  # a 7-px speck
     mask[0, 40:46, 40:50] = 1  # a 60-px blob
     mask[0, 70:75, 70:76] = 1  # 30 px ...
     mask[0, 75:80, 76:82] = 1  # ... + 30 px touching it only diagonally
-    out = RemoveSmallObjectsd("pred", min_size=50, connectivity=2)({"pred": torch.as_tensor(mask)})["pred"]
+    out = RemoveSmallComponentsd("pred", max_size=50, connectivity=2)({"pred": torch.as_tensor(mask)})["pred"]
     assert out[0, 5, 5:12].sum() == 0
     assert out[0, 40:46, 40:50].sum() == 60
     assert out[0, 70:80, 70:82].sum() == 60  # one 8-connected component of 60 px
-    four = RemoveSmallObjectsd("pred", min_size=50, connectivity=1)({"pred": torch.as_tensor(mask)})["pred"]
+    four = RemoveSmallComponentsd("pred", max_size=50, connectivity=1)({"pred": torch.as_tensor(mask)})["pred"]
     assert four[0, 70:80, 70:82].sum() == 0  # 4-connected they are two 30-px components
 
 
-def test_postprocessing_pipeline_removes_at_most_50_px_and_can_be_switched_off():
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, bool])
+@pytest.mark.parametrize("value", [1, 255])
+def test_rsip_removes_a_50_px_component_and_keeps_a_51_px_one(dtype, value):
     mask = canvas(100)
     mask[0, 10:15, 10:20] = 1  # exactly 50 px: removed ("at most 50", the rank-1 solution's intent)
-    mask[0, 30:40, 30:40] = 1  # 100 px, a square whose corners the median would round
-    out = angioma_postprocessing("pred", min_size=51, median_window=1)({"pred": torch.as_tensor(mask)})["pred"]
-    assert out[0, 10:15, 10:20].sum() == 0 and out[0, 30:40, 30:40].sum() == 100
-    assert len(angioma_postprocessing("pred", min_size=0, median_window=1).transforms) == 0
+    mask[0, 30:33, 30:47] = 1  # 51 px: kept
+    mask[0, 60, 20:71] = 1  # 51 px in one row: kept
+    mask = (mask * value).astype(dtype)
+    out = angioma_postprocessing("pred", max_size=50, median_window=1)({"pred": torch.as_tensor(mask)})["pred"]
+    assert out.dtype == torch.as_tensor(mask).dtype
+    assert not out[0, 10:15, 10:20].any()
+    assert (out[0, 30:33, 30:47] == mask[0, 30:33, 30:47]).all() and out[0, 60].count_nonzero() == 51
+    array = RemoveSmallComponentsd("pred", max_size=50)({"pred": mask})["pred"]
+    assert isinstance(array, np.ndarray) and np.count_nonzero(array) == 102
+
+
+def test_postprocessing_pipeline_can_be_switched_off():
+    mask = canvas(100)
+    mask[0, 10:15, 10:20] = 1
+    assert len(angioma_postprocessing("pred", max_size=0, median_window=1).transforms) == 0
+    np.testing.assert_array_equal(RemoveSmallComponentsd("pred", max_size=0)({"pred": mask})["pred"], mask)
+    with pytest.raises(ValueError, match="max_size"):
+        RemoveSmallComponentsd("pred", max_size=-1)
 
 
 def test_median_fills_a_notch_and_removes_a_spike_on_an_edge():

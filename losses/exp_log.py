@@ -7,12 +7,6 @@ the whole batch, ``D_i = 2 sum(p_i g_i) / (sum p_i + sum g_i)`` with no smoothin
 is absent from the batch's ground truth (so an absent class contributes nothing, whatever is predicted). Then
 EL-Dice = mean_i (-ln D_i) ** gamma (Wong et al., MICCAI 2018; gamma 0.5) and Dice = 1 - mean_i D_i.
 
-The reference divides by the 3 lesions whether present or not (``average="all"``, the default), so a batch with
-one lesion present gets a third of the Dice term against the full NLL. On data where lesions are often absent
-(real B-scans with fluid marked as one class) that balance leaves a small network stuck at background for many
-epochs (measured in the bundle docs, "Real B-scans"); ``average="present"`` divides by the lesions present in the
-batch instead, so each present lesion keeps the same weight however many others are absent.
-
 MONAI's :class:`monai.losses.DiceLoss` (``batch=True``, ``smooth_nr=smooth_dr=0``) gives the same D_i for present
 classes but scores an absent class as D = 0 (or 1 only if nothing is predicted at all), which would push every
 lesion prediction towards zero in the many lesion-free batches; MONAI has no exponential-logarithmic loss. Hence
@@ -32,36 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = [
-    "DICE_AVERAGES",
-    "BatchDiceLoss",
-    "EdemaLoss",
-    "ExpLogDiceLoss",
-    "batch_dice_per_class",
-    "lesion_presence",
-]
-
-DICE_AVERAGES = ("all", "present")
-"""How the per-lesion Dice terms are averaged: over all lesions (reference) or over those present in the batch."""
-
-
-def _check_average(average: str) -> str:
-    if average not in DICE_AVERAGES:
-        raise ValueError(f"average must be one of {DICE_AVERAGES}, got {average!r}")
-    return average
-
-
-def _average_terms(
-    terms: torch.Tensor, target: torch.Tensor, average: str, include_background: bool, ignore_index: int
-) -> torch.Tensor:
-    """Mean of the per-class ``terms`` (0 for absent classes) over all classes, or over the classes present in
-    ``target`` (``(B, *spatial)`` class indices, ``ignore_index`` pixels left out; 0 when none is present)."""
-    if average == "all":
-        return terms.mean()
-    first = 0 if include_background else 1
-    labels = target[target != ignore_index]
-    present = torch.stack([(labels == c).any() for c in range(first, first + terms.shape[0])])
-    return (terms * present).sum() / present.sum().clamp_min(1)
+__all__ = ["BatchDiceLoss", "EdemaLoss", "ExpLogDiceLoss", "batch_dice_per_class", "lesion_presence"]
 
 
 def _as_index_target(target: torch.Tensor, spatial_ndim: int) -> torch.Tensor:
@@ -117,24 +82,16 @@ class ExpLogDiceLoss(nn.Module):
         ignore_index: label value excluded from the sums.
         eps: floor for D_i inside the logarithm; a class with ``-ln D_i <= eps`` (an absent class, D_i = 1, or a
             perfect one) contributes exactly 0 with zero gradient, avoiding the infinite slope of the power at 0.
-        average: ``"all"`` divides the sum by the number of classes (reference), ``"present"`` by the number of
-            classes present in the batch's ground truth.
     """
 
     def __init__(
-        self,
-        gamma: float = 0.5,
-        include_background: bool = False,
-        ignore_index: int = 255,
-        eps: float = 1e-7,
-        average: str = "all",
+        self, gamma: float = 0.5, include_background: bool = False, ignore_index: int = 255, eps: float = 1e-7
     ) -> None:
         super().__init__()
         self.gamma = gamma
         self.include_background = include_background
         self.ignore_index = ignore_index
         self.eps = eps
-        self.average = _check_average(average)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         dice = batch_dice_per_class(logits, target, self.include_background, self.ignore_index)
@@ -142,27 +99,19 @@ class ExpLogDiceLoss(nn.Module):
         # below eps (absent class: exactly 0) the term is 0 with zero gradient instead of the power's infinite slope
         keep = neg_log > self.eps
         safe = torch.where(keep, neg_log, torch.ones_like(neg_log))
-        terms = torch.where(keep, safe.pow(self.gamma), torch.zeros_like(neg_log))
-        labels = _as_index_target(target, logits.ndim - 2)
-        return _average_terms(terms, labels, self.average, self.include_background, self.ignore_index)
+        return torch.where(keep, safe.pow(self.gamma), torch.zeros_like(neg_log)).mean()
 
 
 class BatchDiceLoss(nn.Module):
-    """Plain Dice loss ``mean_i (1 - D_i)`` with the batch Dice D_i of each class (absent class: D_i = 1).
+    """Plain Dice loss ``1 - mean_i D_i`` with the batch Dice D_i of each class (absent class: D_i = 1)."""
 
-    ``average`` as in :class:`ExpLogDiceLoss`: ``"all"`` is the reference's ``1 - mean_i D_i``.
-    """
-
-    def __init__(self, include_background: bool = False, ignore_index: int = 255, average: str = "all") -> None:
+    def __init__(self, include_background: bool = False, ignore_index: int = 255) -> None:
         super().__init__()
         self.include_background = include_background
         self.ignore_index = ignore_index
-        self.average = _check_average(average)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        dice = batch_dice_per_class(logits, target, self.include_background, self.ignore_index)
-        labels = _as_index_target(target, logits.ndim - 2)
-        return _average_terms(1.0 - dice, labels, self.average, self.include_background, self.ignore_index)
+        return 1.0 - batch_dice_per_class(logits, target, self.include_background, self.ignore_index).mean()
 
 
 def lesion_presence(target: torch.Tensor, num_classes: int = 4) -> torch.Tensor:
@@ -184,8 +133,6 @@ class EdemaLoss(nn.Module):
         det_weight: weight of the detection BCE; ignored (no term) when the output carries no detection channels.
         gamma: EL-Dice exponent.
         ignore_index: label value ignored by the NLL and the Dice.
-        dice_average: ``"all"`` (reference: the Dice term is divided by the 3 lesions, present or not) or
-            ``"present"`` (divided by the lesions present in the batch).
 
     ``forward(output, target)``: ``output`` is the packed network output ``(B, num_classes + K, H, W)`` of
     :mod:`networks.unet_plus_plus` (K = 3 detection logits, or 0), ``target`` the label ``(B, 1, H, W)`` of class
@@ -202,15 +149,14 @@ class EdemaLoss(nn.Module):
         det_weight: float = 1.0,
         gamma: float = 0.5,
         ignore_index: int = 255,
-        dice_average: str = "all",
     ) -> None:
         super().__init__()
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights needs {num_classes} values, got {len(class_weights)}")
         if dice == "explog":
-            self.dice: nn.Module = ExpLogDiceLoss(gamma=gamma, ignore_index=ignore_index, average=dice_average)
+            self.dice: nn.Module = ExpLogDiceLoss(gamma=gamma, ignore_index=ignore_index)
         elif dice == "plain":
-            self.dice = BatchDiceLoss(ignore_index=ignore_index, average=dice_average)
+            self.dice = BatchDiceLoss(ignore_index=ignore_index)
         else:
             raise ValueError(f"dice must be 'explog' or 'plain', got {dice!r}")
         self.num_classes = num_classes

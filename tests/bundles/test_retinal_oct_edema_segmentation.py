@@ -106,6 +106,21 @@ def test_channel_order_setting_reaches_every_neighbour_stack(reference_order):
         assert stack({"image": cube, "label": cube, "slice": 2})["image"][:, 0, 0].tolist() == expected
 
 
+@pytest.mark.parametrize("extra", [[], [str(CONFIGS / "demo.json")]])
+def test_poly_schedule_stays_above_zero_until_the_last_epoch(extra):
+    """The learning rate of every trained epoch is (1 - e / max_epochs) ** 0.9 > 0, at full and demo size."""
+    parser = ConfigWorkflow(config_file=TRAIN + extra, workflow_type=None).parser
+    optimizer, scheduler = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
+    epochs, lr = parser.get_parsed_content("max_epochs"), parser.get_parsed_content("learning_rate")
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([lr * (1 - e / epochs) ** 0.9 for e in range(epochs)], rel=1e-6)
+    assert min(rates) > 0
+
+
 def test_training_keeps_the_best_cube_dice_model_and_a_resumable_checkpoint(trained):
     for name, epochs in (("unet_plus_plus", 2), ("unet", 1)):
         best = torch.load(trained[name] / "models" / "model.pt", weights_only=True)

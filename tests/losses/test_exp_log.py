@@ -141,25 +141,3 @@ def test_bad_arguments():
         EdemaLoss(dice="focal")
     with pytest.raises(ValueError, match="class_weights"):
         EdemaLoss(class_weights=(1, 2))
-    with pytest.raises(ValueError, match="average must be one of"):
-        EdemaLoss(dice_average="mean")
-
-
-def test_present_average_keeps_the_weight_of_a_lone_lesion():
-    """Reference ("all"): a lesion present alone gets 1/3 of the Dice term; "present" gives it the full weight."""
-    probs = np.stack([0.8 * (1 - P1), 0.8 * P1, np.full(4, 0.1), np.full(4, 0.1)])  # REA present, SRF/PED absent
-    logits = logits_from_probs(probs)
-    d1 = batch_dice_per_class(logits, TARGET)[0].item()
-    assert ExpLogDiceLoss()(logits, TARGET).item() == pytest.approx(math.sqrt(-math.log(d1)) / 3, rel=1e-5)
-    assert ExpLogDiceLoss(average="present")(logits, TARGET).item() == pytest.approx(math.sqrt(-math.log(d1)), rel=1e-5)
-    assert BatchDiceLoss()(logits, TARGET).item() == pytest.approx((1 - d1) / 3, rel=1e-5)
-    assert BatchDiceLoss(average="present")(logits, TARGET).item() == pytest.approx(1 - d1, rel=1e-5)
-    # with every lesion present both averages agree; with none present both give 0
-    torch.manual_seed(0)
-    out = torch.randn(2, 4, 8, 8)
-    full = torch.tensor([0, 1, 2, 3]).repeat(32).reshape(2, 1, 8, 8)
-    for loss in (ExpLogDiceLoss, BatchDiceLoss):
-        assert loss(average="present")(out, full).item() == pytest.approx(loss()(out, full).item(), rel=1e-6)
-        assert loss(average="present")(out, torch.zeros_like(full)).item() == 0.0
-    combined = EdemaLoss(nll_weight=0, det_weight=0, dice_average="present")(logits, TARGET)
-    assert combined.item() == pytest.approx(math.sqrt(-math.log(d1)), rel=1e-5)

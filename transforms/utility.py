@@ -26,10 +26,11 @@ class StackNeighbourSlicesd(MapTransform):
     without a slice index the whole cube is stacked to ``(2 * radius + 1, S, H, W)`` (channel c of slice s is slice
     ``clip(s + c - radius)``). ``radius`` 0 just picks slice i as one channel: use it for the label.
 
-    With ``reverse=True`` the channels run the other way, ``i + radius .. i - radius``. That is the order the AI
-    Challenger 2018 retinal edema reference trained on: its ``data/utils/gen_image.py`` stacks (i-1, i, i+1) and
-    writes them with ``cv2.imwrite``, which takes the channels as BGR, and its loader reads the PNGs back with PIL as
-    RGB, so the network saw (i+1, i, i-1). Its released checkpoints need ``reverse=True``.
+    With ``reverse=True`` the channels run the other way, ``i + radius .. i - radius`` (whole cube: channel c of slice
+    s is slice ``clip(s + radius - c)``). That is the order the AI Challenger 2018 retinal edema reference trained
+    on: its ``data/utils/gen_image.py`` stacks (i-1, i, i+1) and writes them with ``cv2.imwrite``, which takes the
+    channels as BGR, and its loader reads the PNGs back with PIL as RGB, so the network saw (i+1, i, i-1). Its
+    released checkpoints need ``reverse=True``.
 
     Args:
         keys: keys of the cubes.

@@ -121,17 +121,6 @@ def test_poly_schedule_stays_above_zero_until_the_last_epoch(extra):
     assert min(rates) > 0
 
 
-def test_demo_trains_without_the_nll_term_and_the_recipe_keeps_it():
-    """At the demo widths the weighted NLL held the UNet++ at background on real B-scans (bundle docs, "Real
-    B-scans"): the demo drops it, the full-size recipe keeps NLL + EL-Dice + BCE at weight 1 each."""
-    recipe = ConfigWorkflow(config_file=TRAIN, workflow_type=None).parser.get_parsed_content("loss")
-    demo = ConfigWorkflow(config_file=TRAIN + [str(CONFIGS / "demo.json")], workflow_type=None).parser
-    loss = demo.get_parsed_content("loss")
-    assert (recipe.nll_weight, recipe.dice_weight, recipe.det_weight) == (1.0, 1.0, 1.0)
-    assert (loss.nll_weight, loss.dice_weight, loss.det_weight) == (0.0, 1.0, 1.0)
-    assert demo.get_parsed_content("features") == [8, 16, 32, 64, 128]
-
-
 def test_training_keeps_the_best_cube_dice_model_and_a_resumable_checkpoint(trained):
     for name, epochs in (("unet_plus_plus", 2), ("unet", 1)):
         best = torch.load(trained[name] / "models" / "model.pt", weights_only=True)

@@ -26,10 +26,17 @@ class StackNeighbourSlicesd(MapTransform):
     without a slice index the whole cube is stacked to ``(2 * radius + 1, S, H, W)`` (channel c of slice s is slice
     ``clip(s + c - radius)``). ``radius`` 0 just picks slice i as one channel: use it for the label.
 
+    With ``reverse=True`` the channels run the other way, ``i + radius .. i - radius`` (whole cube: channel c of slice
+    s is slice ``clip(s + radius - c)``). That is the order the AI Challenger 2018 retinal edema reference trained
+    on: its ``data/utils/gen_image.py`` stacks (i-1, i, i+1) and writes them with ``cv2.imwrite``, which takes the
+    channels as BGR, and its loader reads the PNGs back with PIL as RGB, so the network saw (i+1, i, i-1). Its
+    released checkpoints need ``reverse=True``.
+
     Args:
         keys: keys of the cubes.
         radius: neighbours on each side, one value or one per key (e.g. ``[1, 0]`` for image and label).
         slice_key: key of the slice index; absent (or None) -> whole cube.
+        reverse: channels from slice ``i + radius`` down to ``i - radius`` instead of upwards.
         allow_missing_keys: skip missing keys instead of raising.
 
     The result is a new array: the (cached) cube is never modified.
@@ -40,6 +47,7 @@ class StackNeighbourSlicesd(MapTransform):
         keys: KeysCollection,
         radius: int | Sequence[int] = 1,
         slice_key: str = "slice",
+        reverse: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -47,6 +55,9 @@ class StackNeighbourSlicesd(MapTransform):
         if any(int(r) < 0 for r in self.radius):
             raise ValueError(f"radius must be >= 0, got {radius}")
         self.slice_key = slice_key
+        if not isinstance(reverse, bool):
+            raise TypeError(f"reverse must be True or False, got {reverse!r}")
+        self.reverse = reverse
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -59,6 +70,8 @@ class StackNeighbourSlicesd(MapTransform):
                 raise ValueError(f"'{key}' must be a cube (S, H, W), got shape {tuple(cube.shape)}")
             n = cube.shape[0]
             offsets = np.arange(-int(radius), int(radius) + 1)
+            if self.reverse:
+                offsets = offsets[::-1]
             if index is None:
                 rows = np.clip(offsets[:, None] + np.arange(n)[None, :], 0, n - 1)
             else:

@@ -95,6 +95,35 @@ def test_unet_config_switches_network_loss_schedule_and_batch():
     assert isinstance(default.get_parsed_content("lr_scheduler"), torch.optim.lr_scheduler.PolynomialLR)
 
 
+@pytest.mark.parametrize("reference_order", [False, True])
+def test_channel_order_setting_reaches_every_neighbour_stack(reference_order):
+    """(i-1, i, i+1) by default; ``reference_channel_order`` gives the authors' (i+1, i, i-1) for their checkpoints."""
+    overrides = {"reference_channel_order": reference_order}
+    train = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **overrides).parser
+    inference = ConfigWorkflow(config_file=INFERENCE, workflow_type=None, **overrides).parser
+    stacks = [train.get_parsed_content(f"{part}#stack") for part in ("train", "validate")]
+    stacks.append(next(t for t in inference.get_parsed_content("preprocessing").transforms if hasattr(t, "reverse")))
+    cube = np.arange(5, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    expected = [3, 2, 1] if reference_order else [1, 2, 3]
+    for stack in stacks:
+        assert stack({"image": cube, "label": cube, "slice": 2})["image"][:, 0, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("extra", [[], [str(CONFIGS / "demo.json")]])
+def test_poly_schedule_stays_above_zero_until_the_last_epoch(extra):
+    """The learning rate of every trained epoch is (1 - e / max_epochs) ** 0.9 > 0, at full and demo size."""
+    parser = ConfigWorkflow(config_file=TRAIN + extra, workflow_type=None).parser
+    optimizer, scheduler = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
+    epochs, lr = parser.get_parsed_content("max_epochs"), parser.get_parsed_content("learning_rate")
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([lr * (1 - e / epochs) ** 0.9 for e in range(epochs)], rel=1e-6)
+    assert min(rates) > 0
+
+
 def test_training_keeps_the_best_cube_dice_model_and_a_resumable_checkpoint(trained):
     for name, epochs in (("unet_plus_plus", 2), ("unet", 1)):
         best = torch.load(trained[name] / "models" / "model.pt", weights_only=True)

@@ -40,3 +40,24 @@ def test_whole_cube_stacking_equals_per_slice_stacking():
 def test_slice_index_out_of_range():
     with pytest.raises(ValueError, match="outside the 3 slices"):
         StackNeighbourSlicesd("image")({"image": ramp_cube(3), "slice": 3, "case": "x"})
+
+
+def test_reverse_gives_the_reference_channel_order():
+    """The reference writes (i-1, i, i+1) with cv2 (BGR) and reads the PNG with PIL (RGB): channels (i+1, i, i-1)."""
+    cube = ramp_cube(5, 2, 2)
+    forward = StackNeighbourSlicesd("image")
+    reverse = StackNeighbourSlicesd("image", reverse=True)
+    for i, rows in [(0, [1, 0, 0]), (2, [3, 2, 1]), (4, [4, 4, 3])]:
+        stacked = forward({"image": cube, "slice": i})["image"]
+        bgr_read_as_rgb = np.moveaxis(stacked, 0, -1)[..., ::-1]  # cv2.imwrite's BGR file opened as RGB
+        d = reverse({"image": cube, "slice": i})
+        assert d["image"][:, 0, 0].tolist() == [10 * r for r in rows]
+        np.testing.assert_array_equal(d["image"], np.moveaxis(bgr_read_as_rgb, -1, 0))
+    whole = reverse({"image": torch.as_tensor(cube)})["image"]
+    for i in range(5):
+        torch.testing.assert_close(whole[:, i], torch.as_tensor(reverse({"image": cube, "slice": i})["image"]))
+
+
+def test_reverse_must_be_a_bool():
+    with pytest.raises(TypeError, match="reverse must be True or False"):
+        StackNeighbourSlicesd("image", reverse="false")

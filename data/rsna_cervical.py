@@ -25,6 +25,7 @@ reference made ``folds.csv`` (its published file lists 2,008 of the 2,019 studie
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -44,6 +45,8 @@ __all__ = [
     "VERTEBRAE",
     "classification_folds",
     "fold_items",
+    "label_prevalence",
+    "with_vertebra_maps",
     "load_rsna_cervical_datalist",
     "load_rsna_cervical_test_datalist",
     "read_segmentation",
@@ -200,3 +203,45 @@ def fold_items(items: Sequence[dict], folds: Sequence[Sequence[str]], fold: int)
     train, val = train_val_ids(folds, fold)
     train_set, val_set = set(train), set(val)
     return [i for i in items if i["study"] in train_set], [i for i in items if i["study"] in val_set]
+
+
+def label_prevalence(train_csv: str | os.PathLike) -> list[float]:
+    """The fraction of positive studies of each target ``[patient_overall, C1..C7]`` in ``train_csv``: the
+    "all-prevalence" prior that an uninformed model would predict (the evaluation's baseline, and the prediction
+    for a study in which no vertebra is found)."""
+    labels, _ = read_train_csv(train_csv)
+    if not labels:
+        raise ValueError(f"{train_csv}: no usable row to compute the prevalence from")
+    return [float(v) for v in np.mean(np.array(list(labels.values()), dtype=np.float64), axis=0)]
+
+
+def with_vertebra_maps(
+    items: Sequence[dict],
+    prediction_dir: str | os.PathLike,
+    per_vertebra: bool = False,
+    min_voxels: int = 0,
+    suffix: str = "_vertebrae",
+    key: str = "vertebrae",
+) -> list[dict]:
+    """Stage-2 items: each study's item with ``key`` = its stage-1 label map ``<dir>/<uid><suffix>.nii.gz``.
+
+    ``per_vertebra=True`` (validation) gives one item per vertebra with more than ``min_voxels`` voxels in the
+    map's metadata ``<uid><suffix>.json``, with ``"vertebra"`` = its label value. A study without a prediction
+    or without any such vertebra is left out with a warning.
+    """
+    folder = Path(prediction_dir)
+    result = []
+    for item in items:
+        uid = item["study"]
+        path, meta = folder / f"{uid}{suffix}.nii.gz", folder / f"{uid}{suffix}.json"
+        if not path.is_file() or not meta.is_file():
+            logger.warning("skipped %s: no stage-1 prediction %s (and %s)", uid, path, meta.name)
+            continue
+        voxels = json.loads(meta.read_text())["voxels"]
+        found = sorted(int(v) for v, n in voxels.items() if n > min_voxels)
+        if not found:
+            logger.warning("skipped %s: no vertebra with more than %d voxels in %s", uid, min_voxels, path)
+            continue
+        base = {**item, key: str(path)}
+        result += [{**base, "vertebra": v} for v in found] if per_vertebra else [base]
+    return result

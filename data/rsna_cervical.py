@@ -46,6 +46,7 @@ __all__ = [
     "classification_folds",
     "fold_items",
     "label_prevalence",
+    "list_studies",
     "with_vertebra_maps",
     "load_rsna_cervical_datalist",
     "load_rsna_cervical_test_datalist",
@@ -165,6 +166,20 @@ def load_rsna_cervical_test_datalist(root: str | os.PathLike) -> tuple[list[dict
         raise FileNotFoundError(f"{root}: no '{TEST_IMAGE_DIR}/' folder")
     skipped: list[dict] = []
     return [{"study": uid, "image": str(p)} for uid, p in _series_folders(folder, skipped).items()], skipped
+
+
+def list_studies(folder: str | os.PathLike) -> list[dict]:
+    """``[{"study": name, "image": path}]`` for every sub-folder of ``folder`` (one DICOM series each), sorted.
+
+    Inference input: an empty or unreadable folder is kept, so that the run reports it by name.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder of DICOM studies not found")
+    return [{"study": p.name, "image": str(p)} for p in sorted(folder.iterdir()) if p.is_dir()]
 
 
 def read_segmentation(path: str | os.PathLike, image_affine: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:

@@ -37,7 +37,7 @@ def test_decoder_is_2plus1d_without_norm_and_the_head_upsamples_in_plane_only():
     assert [b.convs[0].conv.out_channels for b in model.decoder.blocks] == [32, 16, 16, 8]
     upsample, final = model.head
     assert upsample.scale == [1.0, 2.0, 2.0] and upsample.conv.adn.A.alpha == 1.0  # MONAI Swish(alpha 1) = SiLU
-    assert tuple(upsample.conv.conv.kernel_size) == (3, 3, 3) and tuple(final.kernel_size) == (1, 1, 1)
+    assert tuple(upsample.conv.conv.kernel_size) == (3, 3, 3) and tuple(final.conv.kernel_size) == (1, 1, 1)
 
 
 def test_unet_repeats_the_ct_to_three_channels_and_keeps_the_input_grid():

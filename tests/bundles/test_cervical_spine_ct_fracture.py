@@ -35,10 +35,10 @@ EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]
 # CPU-test-sized networks and studies of 32 x 32 x 32 (16 slices after [::2]); the rest is the bundle's configuration
 SEG = {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "decoder_channels": [8, 8, 8, 8], "head_channels": 8,
        "image_size": 32}  # fmt: skip
-CROP = {"crop_slices": 8, "crop_margin": 2, "crop_size": 16, "min_vertebra_voxels": 4}
+CROP = {"vertebra_slices": 8, "vertebra_margin": 2, "vertebra_size": 16, "min_vertebra_voxels": 4}
 TRAIN_SEG = SEG | {"crop_slices": 16, "val_window": 16, "num_workers": 0, "dataset_multiplier": 1, "batch_size": 2,
                    "max_epochs": 1, "num_folds": 2, "fold": 0}  # fmt: skip
-TRAIN_CLS = CROP | {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "image_size": 32, "num_workers": 0,
+TRAIN_CLS = CROP | {"classifier_base_channels": 4, "classifier_stage_blocks": [1, 1, 1, 1], "classifier_image_size": 32, "num_workers": 0,
                     "dataset_multiplier": 1, "batch_size": 2, "max_epochs": 2, "num_folds": 2, "fold": 0,
                     "average_top_k": 2}  # fmt: skip
 INFER = SEG | CROP | {"classifier_image_size": 32, "window": 16, "classifier_base_channels": 4,
@@ -100,7 +100,7 @@ def test_configs_hold_the_recipe():
     stage2 = ConfigWorkflow(config_file=CLASSIFIER, workflow_type=None).parser
     network = stage2.get_parsed_content("network_def")
     assert isinstance(network, CervicalFractureClassifier) and network.fc.in_features == 2048
-    assert [stage2[k] for k in ("learning_rate", "max_epochs", "crop_slices", "crop_size", "visible_threshold")] == [
+    assert [stage2[k] for k in ("learning_rate", "max_epochs", "vertebra_slices", "vertebra_size", "visible_threshold")] == [
         3e-4, 50, 40, 256, 0.3]
     ip = ConfigWorkflow(config_file=CLASSIFIER, workflow_type=None, classifier_variant="ip_csn_152").parser
     assert ip.get_parsed_content("output_dir").endswith("ip_csn_152/fold0")

@@ -213,3 +213,18 @@ def test_real_neck_ct_and_a_jpeg2000_series_without_spine_go_through_inference(r
     for study in ("neck_ct_openkbp", "ct_dicom_series"):
         np.testing.assert_allclose(submission[study], prior, atol=1e-6)  # nothing found above the threshold: prior
         assert (out / f"{study}_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("stage", ["segmentation", "classifier"])
+def test_multi_gpu_config_trains_both_stages_with_two_cpu_processes(dataset, runs, tmp_path, stage):
+    configs = (TRAIN if stage == "segmentation" else CLASSIFIER) + [str(CONFIGS / "multi_gpu_train.json")]
+    overrides = (TRAIN_SEG if stage == "segmentation" else TRAIN_CLS | {"segmentation_dir": str(runs / "truth")})
+    overrides = overrides | {"max_epochs": 1}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        "--config_file", json.dumps(configs), f"--dataset_dir={dataset}", f"--output_dir={tmp_path}",
+        *[f"--{k}={json.dumps(v)}" if isinstance(v, list) else f"--{k}={v}" for k, v in overrides.items()],
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "models" / "model.pt").is_file()

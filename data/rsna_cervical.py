@@ -243,6 +243,9 @@ def with_vertebra_maps(
     ``per_vertebra=True`` (validation) gives one item per vertebra with more than ``min_voxels`` voxels in the
     map's metadata ``<uid><suffix>.json``, with ``"vertebra"`` = its label value. A study without a prediction
     or without any such vertebra is left out with a warning.
+
+    Raises:
+        ValueError: none of the ``items`` has a usable label map (stage 1 missing or found nothing).
     """
     folder = Path(prediction_dir)
     result = []
@@ -259,4 +262,7 @@ def with_vertebra_maps(
             continue
         base = {**item, key: str(path)}
         result += [{**base, "vertebra": v} for v in found] if per_vertebra else [base]
+    if items and not result:
+        raise ValueError(f"{folder}: no stage-1 label map with a vertebra of more than {min_voxels} voxels for any of "
+                         f"{len(items)} studies; run (or train) stage 1 first")
     return result

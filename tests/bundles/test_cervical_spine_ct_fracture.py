@@ -218,7 +218,11 @@ def test_real_neck_ct_and_a_jpeg2000_series_without_spine_go_through_inference(r
 @pytest.mark.parametrize("stage", ["segmentation", "classifier"])
 def test_multi_gpu_config_trains_both_stages_with_two_cpu_processes(dataset, runs, tmp_path, stage):
     configs = (TRAIN if stage == "segmentation" else CLASSIFIER) + [str(CONFIGS / "multi_gpu_train.json")]
-    overrides = (TRAIN_SEG if stage == "segmentation" else TRAIN_CLS | {"segmentation_dir": str(runs / "truth")})
+    # one step per process: a study per step in stage 1, two crops (BatchNorm of a 1x1x1 map needs two) in stage 2
+    if stage == "segmentation":
+        overrides = TRAIN_SEG | {"batch_size": 1}
+    else:
+        overrides = TRAIN_CLS | {"segmentation_dir": str(runs / "truth"), "dataset_multiplier": 2}
     overrides = overrides | {"max_epochs": 1}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",

@@ -33,24 +33,29 @@ dictionary (here: paths), so a changed or replaced DICOM file is not noticed, an
 ``torch.load`` / LMDB read whole on every access (no memory-mapped partial reads of a 64-slice crop);
 ``CacheDataset`` keeps every volume in RAM and rebuilds it at every start.
 
-Stage-1 pipelines (listed in the bundle's config; axes ``(C, X=column, Y=row, Z)``, keys ``image`` and
-``segmentation``), reference (albumentations ``ReplayCompose``, one draw per sample) -> here:
+Stage-1 pipelines (listed in ``bundles/cervical_spine_ct_fracture/configs/train.json``): after
+:class:`PreprocessStudyd` the volumes are transposed to ``(C, Z, Y=row, X=column)`` (MONAI ``Transposed``), the
+slices being the first axis of the networks; keys ``image`` and ``label``. Reference (albumentations
+``ReplayCompose``, one draw per sample) -> here:
 
 * random 64-slice window, zero-padded at the end when the volume is shorter -> ``RandSpatialCropd`` (roi
-  ``[-1, -1, 64]``) + ``SpatialPadd(method="end")``; padding to a multiple of 16 -> ``DivisiblePadd(k=[1, 1, 16])``.
+  ``[64, -1, -1]``) + ``SpatialPadd(method="end")``; padding to a multiple of 16 -> ``DivisiblePadd(k=[16, 1, 1])``.
   The reference pads raw values (0) before z-scoring; here the pad is 0 after it (the volume's mean).
 * ``ShiftScaleRotate(0.1, 0.1, 20, constant border, p 0.5)``, ``HorizontalFlip`` p 0.5 and
   ``OneOf[GridDistortion(distort_limit 0.1), ElasticTransform] p 0.2`` -> 2-D ``RandAffined`` (translate
   0.1 x size px, scale 1 +- 0.1 drawn per axis instead of one isotropic factor, rotate +-20 deg), ``RandFlipd``
-  on spatial axis 0 (image columns = the width albumentations flips), and ``OneOf[RandGridDistortiond(num_cells
+  on the in-plane axis of the image columns (the width albumentations flips), and ``OneOf[RandGridDistortiond(num_cells
   5, distort_limit 0.1), Rand2DElasticd]`` each with prob 0.2, all inside :class:`transforms.spatial.InPlaned`
-  (one draw shared by all slices). albumentations 1.x ``ElasticTransform`` defaults (alpha 1, sigma 50,
-  alpha_affine 50) make its elastic field sub-pixel and its effect a random affine that jitters three points
-  85 px from the centre (at 256) by +-50 px: matrix entries +-0.59 (triangular, std 0.24); ``Rand2DElasticd``
-  with ``magnitude_range`` 0 and scale/shear ranges 0.42, translation 0.13 x size matches those spreads with
-  uniform draws.
+  (``slice_axis=0``, one draw shared by all slices). albumentations 1.x ``ElasticTransform`` defaults (alpha 1,
+  sigma 50, alpha_affine 50) make its elastic field sub-pixel and its effect a random affine that jitters three
+  points 85 px from the centre (at 256) by +-50 px: matrix entries +-0.59 (triangular, std 0.24);
+  ``Rand2DElasticd`` with ``magnitude_range`` 0 and scale/shear ranges 0.42, translation 0.13 x size matches those
+  spreads with uniform draws.
 * validation: the whole (z-padded) volume through ``SlidingWindowInferer`` with a 256-slice window and overlap
   0.25 (64 slices), as the reference validates (``train_unet_3d.py``).
+
+Writers of the bundle's outputs: :class:`SaveVertebraMapd` (stage-1 label map + per-study metadata),
+:class:`SaveFractureRowsd` (submission rows) and :class:`SaveSpineOverlayd` (sagittal / coronal picture).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 
 from networks.decoders.unet import UNetDecoder, UpsampleConv
-from networks.encoders import build_encoder
+from networks.encoders import build_encoder, load_encoder_weights
 from networks.segmentation import SegmentationModel
 
 __all__ = ["CervicalFractureClassifier", "CervicalSpineUNet"]
@@ -47,6 +47,8 @@ class CervicalSpineUNet(SegmentationModel):
         stage_blocks: CSN blocks per stage, None for the variant's ((3, 4, 6, 3)).
         decoder_channels: decoder widths, deepest first (256, 128, 64, 40).
         head_channels: width of the last 3x3x3 conv (32).
+        pretrained_path: local mmaction2 weights of the encoder (the reference starts from
+            ``vmz_ircsn_ig65m_pretrained_r50_32x2x1_58e_kinetics400_rgb``); None: random initialisation.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class CervicalSpineUNet(SegmentationModel):
         stage_blocks: Sequence[int] | None = None,
         decoder_channels: Sequence[int] = (256, 128, 64, 40),
         head_channels: int = 32,
+        pretrained_path: str | None = None,
     ) -> None:
         if encoder_in_channels % in_channels:
             raise ValueError(f"encoder_in_channels {encoder_in_channels} is not a multiple of in_channels {in_channels}")
@@ -66,6 +69,8 @@ class CervicalSpineUNet(SegmentationModel):
         if stage_blocks is not None:
             sizes["stage_blocks"] = tuple(stage_blocks)
         encoder = build_encoder("csn", variant=variant, in_channels=encoder_in_channels, **sizes)
+        if pretrained_path is not None:
+            load_encoder_weights(encoder, pretrained_path)
         decoder = UNetDecoder(
             encoder.out_channels,
             encoder.reductions,
@@ -100,6 +105,8 @@ class CervicalFractureClassifier(nn.Module):
         dropout: dropout before the linear layer (0.5).
         base_channels: CSN stem width (64); the pooled feature has ``32 * base_channels`` (2048) channels.
         stage_blocks: CSN blocks per stage, None for the variant's.
+        pretrained_path: local mmaction2 weights of the trunk (the reference's IG65M + Kinetics-400 ir/ip-CSN-152
+            checkpoints); None: random initialisation.
     """
 
     def __init__(
@@ -110,12 +117,15 @@ class CervicalFractureClassifier(nn.Module):
         dropout: float = 0.5,
         base_channels: int = 64,
         stage_blocks: Sequence[int] | None = None,
+        pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
         sizes = {"base_channels": base_channels}
         if stage_blocks is not None:
             sizes["stage_blocks"] = tuple(stage_blocks)
         self.encoder = build_encoder("csn", variant=variant, in_channels=in_channels, **sizes)
+        if pretrained_path is not None:
+            load_encoder_weights(self.encoder, pretrained_path)
         self.pool = nn.AdaptiveMaxPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.encoder.out_channels[-1], num_classes)

@@ -59,3 +59,15 @@ def test_classifier_gives_eight_logits_per_crop_whatever_its_size():
 def test_bad_channel_ratio_is_refused():
     with pytest.raises(ValueError, match="multiple"):
         CervicalSpineUNet(in_channels=2, **TINY)
+
+
+def test_pretrained_mmaction2_weights_load_into_both_networks(tmp_path):
+    reference = CervicalFractureClassifier("ir_csn_152", **TINY)
+    path = tmp_path / "recognizer.pth"
+    state = {f"backbone.{k}": v + 1 if v.is_floating_point() else v for k, v in reference.encoder.state_dict().items()}
+    torch.save({"state_dict": state | {"cls_head.fc_cls.weight": torch.zeros(400, 128)}}, path)
+    loaded = CervicalFractureClassifier("ir_csn_152", pretrained_path=str(path), **TINY)
+    torch.testing.assert_close(loaded.encoder.conv1.conv.weight, reference.encoder.conv1.conv.weight + 1)
+    unet = CervicalSpineUNet(variant="ir_csn_152", pretrained_path=str(path), decoder_channels=(8, 8, 8, 8),
+                             head_channels=8, **TINY)  # fmt: skip
+    torch.testing.assert_close(unet.encoder.conv1.conv.weight, reference.encoder.conv1.conv.weight + 1)

@@ -25,6 +25,7 @@ reference made ``folds.csv`` (its published file lists 2,008 of the 2,019 studie
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -44,6 +45,9 @@ __all__ = [
     "VERTEBRAE",
     "classification_folds",
     "fold_items",
+    "label_prevalence",
+    "list_studies",
+    "with_vertebra_maps",
     "load_rsna_cervical_datalist",
     "load_rsna_cervical_test_datalist",
     "read_segmentation",
@@ -164,6 +168,20 @@ def load_rsna_cervical_test_datalist(root: str | os.PathLike) -> tuple[list[dict
     return [{"study": uid, "image": str(p)} for uid, p in _series_folders(folder, skipped).items()], skipped
 
 
+def list_studies(folder: str | os.PathLike) -> list[dict]:
+    """``[{"study": name, "image": path}]`` for every sub-folder of ``folder`` (one DICOM series each), sorted.
+
+    Inference input: an empty or unreadable folder is kept, so that the run reports it by name.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: folder of DICOM studies not found")
+    return [{"study": p.name, "image": str(p)} for p in sorted(folder.iterdir()) if p.is_dir()]
+
+
 def read_segmentation(path: str | os.PathLike, image_affine: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
     """An RSNA label map on its study's grid (:func:`formats.dicom.read_label_map`) with the competition's
     classes: 0 background, 1-7 = C1-C7; thoracic labels (> 7) become background, as in the reference solution."""
@@ -200,3 +218,51 @@ def fold_items(items: Sequence[dict], folds: Sequence[Sequence[str]], fold: int)
     train, val = train_val_ids(folds, fold)
     train_set, val_set = set(train), set(val)
     return [i for i in items if i["study"] in train_set], [i for i in items if i["study"] in val_set]
+
+
+def label_prevalence(train_csv: str | os.PathLike) -> list[float]:
+    """The fraction of positive studies of each target ``[patient_overall, C1..C7]`` in ``train_csv``: the
+    "all-prevalence" prior that an uninformed model would predict (the evaluation's baseline, and the prediction
+    for a study in which no vertebra is found)."""
+    labels, _ = read_train_csv(train_csv)
+    if not labels:
+        raise ValueError(f"{train_csv}: no usable row to compute the prevalence from")
+    return [float(v) for v in np.mean(np.array(list(labels.values()), dtype=np.float64), axis=0)]
+
+
+def with_vertebra_maps(
+    items: Sequence[dict],
+    prediction_dir: str | os.PathLike,
+    per_vertebra: bool = False,
+    min_voxels: int = 0,
+    suffix: str = "_vertebrae",
+    key: str = "vertebrae",
+) -> list[dict]:
+    """Stage-2 items: each study's item with ``key`` = its stage-1 label map ``<dir>/<uid><suffix>.nii.gz``.
+
+    ``per_vertebra=True`` (validation) gives one item per vertebra with more than ``min_voxels`` voxels in the
+    map's metadata ``<uid><suffix>.json``, with ``"vertebra"`` = its label value. A study without a prediction
+    or without any such vertebra is left out with a warning.
+
+    Raises:
+        ValueError: none of the ``items`` has a usable label map (stage 1 missing or found nothing).
+    """
+    folder = Path(prediction_dir)
+    result = []
+    for item in items:
+        uid = item["study"]
+        path, meta = folder / f"{uid}{suffix}.nii.gz", folder / f"{uid}{suffix}.json"
+        if not path.is_file() or not meta.is_file():
+            logger.warning("skipped %s: no stage-1 prediction %s (and %s)", uid, path, meta.name)
+            continue
+        voxels = json.loads(meta.read_text())["voxels"]
+        found = sorted(int(v) for v, n in voxels.items() if n > min_voxels)
+        if not found:
+            logger.warning("skipped %s: no vertebra with more than %d voxels in %s", uid, min_voxels, path)
+            continue
+        base = {**item, key: str(path)}
+        result += [{**base, "vertebra": v} for v in found] if per_vertebra else [base]
+    if items and not result:
+        raise ValueError(f"{folder}: no stage-1 label map with a vertebra of more than {min_voxels} voxels for any of "
+                         f"{len(items)} studies; run (or train) stage 1 first")
+    return result

@@ -61,7 +61,35 @@ retinal() {
         --dataset_dir "$data/heldout" --output_dir "$out/eval" $models
 }
 
+cervical_spine() {
+    local configs=bundles/cervical_spine_ct_fracture/configs
+    local data=$DEMO/cervical_spine_ct_fracture out=$RUNS/cervical_spine_ct_fracture
+    local demo="$configs/demo.json"
+    echo "== cervical_spine_ct_fracture: demo data (DICOM studies of 72 slices of 64 x 64, NIfTI label maps, train.csv)"
+    [ -d "$data/train" ] || $PY scripts/make_demo_data.py cervical_spine_ct_fracture "$data/train" --cases 24 --seed 0 --test-cases 1
+    [ -d "$data/heldout" ] || $PY scripts/make_demo_data.py cervical_spine_ct_fracture "$data/heldout" --cases 6 --seed 1 --test-cases 1 --segmented-fraction 1
+    rm -rf "$out"
+    echo "== cervical_spine_ct_fracture: stage 1, vertebra segmentation (ir-CSN UNet, CPU demo size)"
+    $PY -m monai.bundle run --config_file "['$configs/train.json','$demo']" --dataset_dir "$data/train" \
+        --output_dir "$out/segmentation/fold1" --max_epochs 4 --dataset_multiplier 8 --batch_size 2 --learning_rate 0.001
+    echo "== cervical_spine_ct_fracture: stage-1 label maps of every training study"
+    $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/predict_segmentation.json','$demo']" \
+        --input_dir "$data/train/train_images" --runs_dir "$out" --output_dir "$out/segmentation/predictions"
+    echo "== cervical_spine_ct_fracture: stage 2, per-vertebra fracture classifier (ir-CSN, fold 0), top-2 average"
+    $PY -m monai.bundle run --config_file "['$configs/train.json','$configs/classifier.json','$demo']" \
+        --dataset_dir "$data/train" --segmentation_dir "$out/segmentation/predictions" --fold 0 \
+        --output_dir "$out/classifier/ir_csn_152/fold0" --max_epochs 4 --dataset_multiplier 4 --batch_size 8 --learning_rate 0.001
+    $PY scripts/average_checkpoints.py "$out/classifier/ir_csn_152/fold0/top_k" --top-k 2 \
+        --output "$out/classifier/ir_csn_152/fold0/models/averaged.pt"
+    echo "== cervical_spine_ct_fracture: inference (submission CSV, label maps, overlays) + evaluation on held-out studies"
+    $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/evaluate.json','$demo']" \
+        --dataset_dir "$data/heldout" --runs_dir "$out" --ip_model_paths "[]" --prior_csv "$data/train/train.csv" \
+        --output_dir "$out/eval"
+}
+
 carotid
 angioma
 retinal
+# opt-in until its stage 1 learns within the CPU budget (bundles/cervical_spine_ct_fracture/docs/README.md)
+if [ "${DEMO_CERVICAL_SPINE:-0}" = 1 ]; then cervical_spine; fi
 echo "Done. Predictions, overlays, score tables and TensorBoard logs are under $RUNS/"

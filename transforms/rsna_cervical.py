@@ -33,24 +33,29 @@ dictionary (here: paths), so a changed or replaced DICOM file is not noticed, an
 ``torch.load`` / LMDB read whole on every access (no memory-mapped partial reads of a 64-slice crop);
 ``CacheDataset`` keeps every volume in RAM and rebuilds it at every start.
 
-Stage-1 pipelines (listed in the bundle's config; axes ``(C, X=column, Y=row, Z)``, keys ``image`` and
-``segmentation``), reference (albumentations ``ReplayCompose``, one draw per sample) -> here:
+Stage-1 pipelines (listed in ``bundles/cervical_spine_ct_fracture/configs/train.json``): after
+:class:`PreprocessStudyd` the volumes are transposed to ``(C, Z, Y=row, X=column)`` (MONAI ``Transposed``), the
+slices being the first axis of the networks; keys ``image`` and ``label``. Reference (albumentations
+``ReplayCompose``, one draw per sample) -> here:
 
 * random 64-slice window, zero-padded at the end when the volume is shorter -> ``RandSpatialCropd`` (roi
-  ``[-1, -1, 64]``) + ``SpatialPadd(method="end")``; padding to a multiple of 16 -> ``DivisiblePadd(k=[1, 1, 16])``.
+  ``[64, -1, -1]``) + ``SpatialPadd(method="end")``; padding to a multiple of 16 -> ``DivisiblePadd(k=[16, 1, 1])``.
   The reference pads raw values (0) before z-scoring; here the pad is 0 after it (the volume's mean).
 * ``ShiftScaleRotate(0.1, 0.1, 20, constant border, p 0.5)``, ``HorizontalFlip`` p 0.5 and
   ``OneOf[GridDistortion(distort_limit 0.1), ElasticTransform] p 0.2`` -> 2-D ``RandAffined`` (translate
   0.1 x size px, scale 1 +- 0.1 drawn per axis instead of one isotropic factor, rotate +-20 deg), ``RandFlipd``
-  on spatial axis 0 (image columns = the width albumentations flips), and ``OneOf[RandGridDistortiond(num_cells
+  on the in-plane axis of the image columns (the width albumentations flips), and ``OneOf[RandGridDistortiond(num_cells
   5, distort_limit 0.1), Rand2DElasticd]`` each with prob 0.2, all inside :class:`transforms.spatial.InPlaned`
-  (one draw shared by all slices). albumentations 1.x ``ElasticTransform`` defaults (alpha 1, sigma 50,
-  alpha_affine 50) make its elastic field sub-pixel and its effect a random affine that jitters three points
-  85 px from the centre (at 256) by +-50 px: matrix entries +-0.59 (triangular, std 0.24); ``Rand2DElasticd``
-  with ``magnitude_range`` 0 and scale/shear ranges 0.42, translation 0.13 x size matches those spreads with
-  uniform draws.
+  (``slice_axis=0``, one draw shared by all slices). albumentations 1.x ``ElasticTransform`` defaults (alpha 1,
+  sigma 50, alpha_affine 50) make its elastic field sub-pixel and its effect a random affine that jitters three
+  points 85 px from the centre (at 256) by +-50 px: matrix entries +-0.59 (triangular, std 0.24);
+  ``Rand2DElasticd`` with ``magnitude_range`` 0 and scale/shear ranges 0.42, translation 0.13 x size matches those
+  spreads with uniform draws.
 * validation: the whole (z-padded) volume through ``SlidingWindowInferer`` with a 256-slice window and overlap
   0.25 (64 slices), as the reference validates (``train_unet_3d.py``).
+
+Writers of the bundle's outputs: :class:`SaveVertebraMapd` (stage-1 label map + per-study metadata),
+:class:`SaveFractureRowsd` (submission rows) and :class:`SaveSpineOverlayd` (sagittal / coronal picture).
 """
 
 from __future__ import annotations
@@ -65,17 +70,26 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.config import KeysCollection
 from monai.transforms import MapTransform, Resize
-from monai.utils import ensure_tuple_rep
+from monai.utils import convert_to_numpy, ensure_tuple_rep
 
 from data.rsna_cervical import read_segmentation
 from formats.dicom import read_dicom_series
 from formats.errors import CaseReadError
+from formats.nifti import write_nifti_atomic
+from formats.png import save_rgb_png_atomic
+from formats.rsna_cervical import write_study_rows
+from transforms.vertebra import vertebra_summary
+from transforms.writers import CaseWriterd
 from utils.atomic import atomic_path, write_text_atomic
 
 __all__ = [
     "CACHE_VERSION",
     "PreprocessStudyd",
+    "SaveFractureRowsd",
+    "SaveSpineOverlayd",
+    "SaveVertebraMapd",
     "cache_entry_dir",
     "default_cache_dir",
     "load_preprocessed_study",
@@ -314,3 +328,151 @@ class PreprocessStudyd(MapTransform):
             label = torch.from_numpy(study["label"])[None]
             d[self.segmentation_key] = MetaTensor(label, affine=affine, meta=label_meta)
         return d
+
+
+def _grid_affine(data: Mapping[Hashable, Any], key: str) -> np.ndarray:
+    """The RAS affine of ``data[key]``'s (X, Y, Z) grid (:class:`PreprocessStudyd` sets it; MONAI's ``Transposed``
+    to (Z, Y, X) leaves it unchanged)."""
+    value = data[key]
+    if not isinstance(value, MetaTensor):
+        raise ValueError(f"{key!r} carries no affine (expected the MetaTensor of PreprocessStudyd)")
+    return np.asarray(value.affine, dtype=np.float64)
+
+
+class SaveVertebraMapd(CaseWriterd):
+    """Write a study's vertebra label map and its metadata: stage 1's output, stage 2's input.
+
+    ``data[key]`` (1, Z, Y, X) class indices on the preprocessed grid becomes ``{case}{suffix}.nii.gz`` (uint8, axes
+    (X, Y, Z) with the grid's RAS affine taken from ``affine_key``, so that it overlays the DICOM series in any
+    viewer) and ``{case}{suffix}.json`` (:func:`transforms.vertebra.vertebra_summary`: voxels and bounding box
+    (z1, y1, x1, z2, y2, x2) per vertebra, as the reference's ``compute_meta.py``, plus the grid's shape).
+    """
+
+    extension = ".nii.gz"
+
+    def __init__(
+        self,
+        keys: KeysCollection = "vertebrae",
+        output_dir: str | os.PathLike = ".",
+        affine_key: str = "image",
+        case_key: str = "study",
+        suffix: str = "_vertebrae",
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(keys, output_dir, case_key, suffix, overwrite)
+        self.affine_key = affine_key
+
+    def write(self, case: str, data: dict[Hashable, Any]) -> None:
+        affine = _grid_affine(data, self.affine_key)
+        for key in self.key_iterator(data):
+            labels = convert_to_numpy(data[key])
+            if labels.ndim != 4 or labels.shape[0] != 1:
+                raise ValueError(f"case {case}: {key!r} must be (1, Z, Y, X), got {labels.shape}")
+            volume = np.rint(labels[0]).astype(np.uint8)
+            summary = {"study": case, "shape_zyx": list(volume.shape), **vertebra_summary(volume)}
+            write_nifti_atomic(self.output_path(case), volume.transpose(2, 1, 0), affine, overwrite=self.overwrite)
+            metadata = self.output_path(case).with_name(f"{case}{self.suffix}.json")
+            write_text_atomic(metadata, json.dumps(summary, indent=1), overwrite=self.overwrite)
+
+
+class SaveFractureRowsd(CaseWriterd):
+    """Write a study's 8 probabilities ``data[key]`` as its submission rows ``{case}{suffix}.csv``
+    (:func:`formats.rsna_cervical.write_study_rows`; joined by :func:`formats.rsna_cervical.merge_submission`)."""
+
+    extension = ".csv"
+
+    def __init__(
+        self,
+        keys: KeysCollection = "fracture",
+        output_dir: str | os.PathLike = ".",
+        case_key: str = "study",
+        suffix: str = "_fracture",
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(keys, output_dir, case_key, suffix, overwrite)
+
+    def write(self, case: str, data: dict[Hashable, Any]) -> None:
+        for key in self.key_iterator(data):
+            write_study_rows(self.output_path(case), case, convert_to_numpy(data[key]), overwrite=self.overwrite)
+
+
+# vertebra colours C1..C7 (RGB), background transparent
+VERTEBRA_COLOURS = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+     [70, 240, 240]],
+    dtype=np.float32,
+)
+
+
+def _panel(image: np.ndarray, labels: np.ndarray, scale: int, alpha: float = 0.45) -> np.ndarray:
+    """RGB panel of a (rows, cols) slice, head up, labels tinted, enlarged ``scale`` times (nearest)."""
+    grey = np.clip((image + 2.0) / 6.0, 0, 1) * 255  # z-scores: soft tissue dark grey, bone bright
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    classes = np.clip(labels, 0, len(VERTEBRA_COLOURS) - 1)
+    rgb = np.where((classes > 0)[..., None], (1 - alpha) * rgb + alpha * VERTEBRA_COLOURS[classes], rgb)
+    return np.kron(rgb, np.ones((scale, scale, 1))).astype(np.uint8)
+
+
+class SaveSpineOverlayd(CaseWriterd):
+    """Save ``{case}{suffix}.png``: a sagittal and a coronal slice of the study with the vertebra labels tinted
+    and each vertebra's name and fracture probability written beside it.
+
+    Args:
+        keys: the image (1, Z, Y, X) (z-scored, as the network sees it).
+        label_key: the vertebra label map on the same grid.
+        probability_key: ``{label: probability}`` per vertebra (:class:`transforms.vertebra.ClassifyVertebraed`).
+        overall_key: the study's 8 probabilities (the first, ``patient_overall``, is written in the title).
+        scale: enlargement of the pictures (nearest).
+    """
+
+    extension = ".png"
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        output_dir: str | os.PathLike = ".",
+        label_key: str = "vertebrae",
+        probability_key: str = "vertebra_probabilities",
+        overall_key: str = "fracture",
+        case_key: str = "study",
+        suffix: str = "_overlay",
+        scale: int = 2,
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(keys, output_dir, case_key, suffix, overwrite)
+        self.label_key, self.probability_key, self.overall_key = label_key, probability_key, overall_key
+        self.scale = scale
+
+    def write(self, case: str, data: dict[Hashable, Any]) -> None:
+        from PIL import Image, ImageDraw  # deferred: only the overlay needs PIL's drawing
+
+        image = convert_to_numpy(data[self.keys[0]])[0].astype(np.float32)
+        labels = np.rint(convert_to_numpy(data[self.label_key])[0]).astype(np.int64)
+        if image.shape != labels.shape:
+            raise ValueError(f"case {case}: image {image.shape} and label map {labels.shape} differ")
+        spine = np.argwhere(labels > 0)
+        _, y_mid, x_mid = spine.mean(axis=0).round().astype(int) if len(spine) else np.array(image.shape) // 2
+        # slices run feet to head: flip Z so that the head is up; sagittal (Z, Y), coronal (Z, X)
+        views = [(image[::-1, :, x_mid], labels[::-1, :, x_mid]), (image[::-1, y_mid, :], labels[::-1, y_mid, :])]
+        panels = [_panel(v, l, self.scale) for v, l in views]
+        title = 14
+        height = max(p.shape[0] for p in panels) + title
+        canvas = np.zeros((height, sum(p.shape[1] for p in panels) + 4 * (len(panels) - 1), 3), dtype=np.uint8)
+        left = 0
+        for panel in panels:
+            canvas[title:title + panel.shape[0], left:left + panel.shape[1]] = panel
+            left += panel.shape[1] + 4
+        picture = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(picture)
+        probabilities = data.get(self.probability_key) or {}
+        overall = data.get(self.overall_key)
+        header = f"{case[-24:]}" + ("" if overall is None else f"  overall {float(convert_to_numpy(overall)[0]):.2f}")
+        draw.text((2, 1), header, fill=(255, 255, 255))
+        for value, probability in sorted(probabilities.items()):
+            where = np.argwhere(labels[::-1] == int(value))
+            if not len(where):
+                continue
+            row = int(where[:, 0].mean()) * self.scale + title
+            colour = tuple(int(c) for c in VERTEBRA_COLOURS[int(value)])
+            draw.text((2, max(title, row - 5)), f"C{int(value)} {probability:.2f}", fill=colour)
+        save_rgb_png_atomic(self.output_path(case), np.asarray(picture), overwrite=self.overwrite)

@@ -35,6 +35,7 @@ Visibility (``visible / (total + smooth)``, ``smooth`` = 100 as in the reference
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -47,11 +48,13 @@ from monai.utils import convert_to_tensor
 
 __all__ = [
     "VISIBILITY_MODES",
+    "ClassifyVertebraed",
     "RandChooseVertebrad",
     "VertebraCropd",
     "ZeroHiddenTargetsd",
     "label_box",
     "slice_windows",
+    "vertebra_summary",
 ]
 
 VISIBILITY_MODES = ("label_resolution", "seed")
@@ -333,4 +336,114 @@ class RandChooseVertebrad(Randomizable, MapTransform):
         use_fractured = bool(fractured) and (not intact or self.R.rand() < self.fractured_prob)
         pool = fractured if use_fractured else intact
         d[self.vertebra_key] = int(pool[self.R.randint(len(pool))])
+        return d
+
+
+def vertebra_summary(label_map: np.ndarray | torch.Tensor, labels: Sequence[int] = CERVICAL_LABELS) -> dict[str, dict]:
+    """Per-study metadata of a (Z, Y, X) vertebra label map, the input of stage 2 (the reference's
+    ``compute_meta.py``): ``{"voxels": {label: count}, "boxes": {label: [z1, y1, x1, z2, y2, x2]}}`` for each of
+    ``labels`` present (labels as strings, JSON keys)."""
+    array = np.asarray(convert_to_tensor(label_map, track_meta=False)).round().astype(np.int64)
+    if array.ndim != 3:
+        raise ValueError(f"expected a (Z, Y, X) label map, got shape {array.shape}")
+    counts = np.bincount(array.ravel().clip(min=0), minlength=max(labels) + 1)
+    voxels, boxes = {}, {}
+    for value in labels:
+        if counts[value] > 0:
+            voxels[str(value)] = int(counts[value])
+            boxes[str(value)] = list(label_box(array, value))
+    return {"voxels": voxels, "boxes": boxes}
+
+
+class ClassifyVertebraed(MapTransform):
+    """Stage 2 of inference: crop every found vertebra, classify the crops, reduce them to study probabilities.
+
+    For each value of ``labels`` with more than ``min_voxels`` voxels in ``label_key``'s map, ``crop`` (a
+    validation-mode :class:`VertebraCropd`) gives one or two crops; each becomes the 3-channel input (image,
+    image, label map) of ``classifier``, which returns probabilities ``(B, 8)`` ([patient_overall, C1..C7], e.g. a
+    sigmoid :class:`networks.ensemble.ProbabilityEnsemble` of the fold models). The study's prediction is the
+    maximum over all crops of each probability, clipped to ``clip`` (the reference's validation and the
+    competition's submissions, :func:`metrics.rsna_cervical_spine.study_predictions`).
+
+    A study in which no vertebra is found gets ``prior`` and a warning (logged and listed under
+    ``warnings_key``), not an error: a CT without a cervical spine is a valid input.
+
+    Writes ``output_key`` (float32 (8,)), ``vertebra_key`` ({label: its own probability ``[C_label]`` from its
+    crops}) and ``warnings_key`` (list of str).
+
+    Args:
+        classifier: callable ``(B, 3, D, H, W) -> (B, 8)`` probabilities.
+        crop: the crop transform (``random_window=False``), configured with ``image_key``/``label_key``.
+        prior: the 8 probabilities given to a study without a vertebra (e.g. the training prevalences).
+        labels: vertebra label values (1..7) and, in the same order, ``target_indices`` in the output (1..7).
+        min_voxels: a vertebra needs more voxels than this to be classified.
+        batch_size: crops per classifier call.
+        clip: range of the study probabilities; None: no clipping.
+        device: where the crops go (the classifier's device).
+    """
+
+    def __init__(
+        self,
+        classifier: Any,
+        crop: VertebraCropd,
+        prior: Sequence[float],
+        labels: Sequence[int] = CERVICAL_LABELS,
+        target_indices: Sequence[int] = CERVICAL_LABELS,
+        min_voxels: int = 0,
+        batch_size: int = 4,
+        clip: Sequence[float] | None = (0.01, 0.99),
+        device: str | torch.device = "cpu",
+        output_key: str = "fracture",
+        vertebra_key: str = "vertebra_probabilities",
+        warnings_key: str = "warnings",
+    ) -> None:
+        super().__init__([crop.image_key, crop.label_key])
+        if crop.random_window:
+            raise ValueError("ClassifyVertebraed needs a validation-mode crop (random_window=False)")
+        if len(prior) != len(target_indices) + 1:
+            raise ValueError(f"prior needs {len(target_indices) + 1} probabilities, got {len(prior)}")
+        self.classifier, self.crop = classifier, crop
+        self.prior = np.asarray(prior, dtype=np.float32)
+        self.labels, self.target_indices = [int(v) for v in labels], list(target_indices)
+        self.min_voxels, self.batch_size = min_voxels, batch_size
+        self.clip = None if clip is None else tuple(clip)
+        self.device = torch.device(device)
+        self.output_key, self.vertebra_key, self.warnings_key = output_key, vertebra_key, warnings_key
+
+    @torch.inference_mode()
+    def _classify(self, crops: list[torch.Tensor]) -> np.ndarray:
+        outputs = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = torch.stack(crops[start:start + self.batch_size]).to(self.device)
+            outputs.append(torch.as_tensor(self.classifier(batch)).float().cpu())
+        return torch.cat(outputs).numpy()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        label = np.asarray(convert_to_tensor(d[self.crop.label_key], track_meta=False)).round().astype(np.int64)
+        counts = np.bincount(label.ravel().clip(min=0), minlength=max(self.labels) + 1)
+        found = [v for v in self.labels if counts[v] > self.min_voxels]
+        warnings = list(d.get(self.warnings_key, []))
+        if not found:
+            message = f"{_case(d)}no cervical vertebra found; the prior probabilities are written"
+            logging.getLogger(__name__).warning(message)
+            d[self.output_key], d[self.vertebra_key] = self.prior.copy(), {}
+            d[self.warnings_key] = warnings + [message]
+            return d
+        crops, owners = [], []
+        for value in found:
+            for item in self.crop({**d, self.crop.vertebra_key: value}):
+                crops.append(torch.cat([item[self.crop.image_key], item[self.crop.image_key], item[self.crop.label_key]]))
+                owners.append(value)
+        probabilities = self._classify(crops)
+        study = probabilities.max(axis=0)
+        if self.clip is not None:
+            study = np.clip(study, *self.clip)
+        owners_array = np.array(owners)
+        d[self.output_key] = study.astype(np.float32)
+        d[self.vertebra_key] = {
+            value: float(probabilities[owners_array == value, index].max())
+            for value, index in zip(found, [self.target_indices[self.labels.index(v)] for v in found])
+        }
+        d[self.warnings_key] = warnings
         return d

@@ -120,3 +120,23 @@ def test_classification_folds_are_sklearn_stratified_and_balanced(tmp_path):
     ids = [f"{UID_ROOT}.{100 + i}" for i in range(80)]
     assert folds == sklearn_stratified_kfold(ids, [int(i % 3 == 0) for i in range(80)], 8, 777)
     assert folds != classification_folds(csv, seed=778)
+
+
+def test_stage2_items_take_the_stage1_maps_per_study_or_per_vertebra(tmp_path):
+    import json as _json
+
+    from data.rsna_cervical import label_prevalence, with_vertebra_maps
+
+    items = [{"study": s, "image": f"/x/{s}", "label": [0] * 8} for s in ("a", "b", "c")]
+    for study, voxels in (("a", {"1": 900, "2": 10}), ("b", {"3": 5})):
+        (tmp_path / f"{study}_vertebrae.nii.gz").write_bytes(b"")
+        (tmp_path / f"{study}_vertebrae.json").write_text(_json.dumps({"voxels": voxels}))
+    studies = with_vertebra_maps(items, tmp_path)
+    assert [i["study"] for i in studies] == ["a", "b"] and studies[0]["vertebrae"].endswith("a_vertebrae.nii.gz")
+    crops = with_vertebra_maps(items, tmp_path, per_vertebra=True, min_voxels=8)
+    assert [(i["study"], i["vertebra"]) for i in crops] == [("a", 1), ("a", 2)]
+    with pytest.raises(ValueError, match="stage 1"):
+        with_vertebra_maps(items[2:], tmp_path)
+    csv = tmp_path / "train.csv"
+    csv.write_text("StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7\na,1,0,1,0,0,0,0,0\nb,0,0,0,0,0,0,0,0\n")
+    assert label_prevalence(csv) == [0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]

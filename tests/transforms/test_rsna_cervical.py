@@ -208,3 +208,45 @@ def test_pipelines_from_json(studies, tmp_path, monkeypatch):
     assert checked["image"].shape == (1, SIZE, SIZE, 16) and checked["segmentation"].max() > 0
     short, _ = _pipelines(tmp_path, crop_slices=12)
     assert short(dict(studies[0]))["image"].shape == (1, SIZE, SIZE, 16)  # 12-slice crop padded to 16
+
+
+def _slices_first(item, tmp_path):
+    data = rsna.PreprocessStudyd(cache_dir=tmp_path / "cache", spatial_size=SIZE)(dict(item))
+    from monai.transforms import Transposed
+
+    return Transposed(["image", "segmentation"], [0, 3, 2, 1])(data)
+
+
+def test_label_map_writer_round_trips_onto_the_preprocessed_grid(studies, tmp_path):
+    import nibabel as nib
+
+    item = next(i for i in studies if "segmentation" in i)
+    data = _slices_first(item, tmp_path)
+    data["vertebrae"] = data["segmentation"]
+    rsna.SaveVertebraMapd(output_dir=tmp_path / "out")(data)
+    written = nib.load(str(tmp_path / "out" / f"{item['study']}_vertebrae.nii.gz"))
+    cached = _load(item, tmp_path / "cache")
+    np.testing.assert_array_equal(np.asarray(written.dataobj), cached["label"])
+    np.testing.assert_allclose(written.affine, cached["affine"])
+    meta = json.loads((tmp_path / "out" / f"{item['study']}_vertebrae.json").read_text())
+    z, y, x = np.nonzero(np.asarray(data["vertebrae"][0]) == 2)
+    assert meta["boxes"]["2"] == [int(z.min()), int(y.min()), int(x.min()), int(z.max()) + 1, int(y.max()) + 1, int(x.max()) + 1]
+    assert meta["shape_zyx"] == list(data["vertebrae"].shape[1:])
+    with pytest.raises(FileExistsError):
+        rsna.SaveVertebraMapd(output_dir=tmp_path / "out")(data)
+
+
+def test_rows_and_overlay_writers(studies, tmp_path):
+    from PIL import Image
+
+    item = next(i for i in studies if "segmentation" in i)
+    data = _slices_first(item, tmp_path)
+    data.update(vertebrae=data["segmentation"], fracture=np.linspace(0.1, 0.8, 8, dtype=np.float32),
+                vertebra_probabilities={2: 0.9, 5: 0.1})  # fmt: skip
+    rsna.SaveFractureRowsd(output_dir=tmp_path)(data)
+    assert (tmp_path / f"{item['study']}_fracture.csv").read_text().count("\n") == 9
+    rsna.SaveSpineOverlayd(output_dir=tmp_path, scale=3)(data)
+    picture = np.asarray(Image.open(tmp_path / f"{item['study']}_overlay.png"))
+    depth, rows, cols = data["image"].shape[1:]
+    assert picture.shape == (depth * 3 + 14, (rows + cols) * 3 + 4, 3)
+    assert picture[14:].std() > 10  # image and tinted labels, not a blank canvas

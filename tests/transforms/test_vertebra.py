@@ -10,11 +10,13 @@ import torch
 from monai.transforms import ConcatItemsd
 
 from transforms.vertebra import (
+    ClassifyVertebraed,
     RandChooseVertebrad,
     VertebraCropd,
     ZeroHiddenTargetsd,
     label_box,
     slice_windows,
+    vertebra_summary,
 )
 
 
@@ -170,3 +172,55 @@ def test_real_lumbar_ct_seed_rule_inflates_visibility_and_keeps_hidden_neighbour
     assert np.all(first_seed[:2] > 2.5 * first_same[:2]) and np.all(first_seed > 0.3)
     assert zero(same[0])["target"].tolist() == [0.0, 0.0, 0.0, 0.0, 0.0]  # nothing fractured is in view
     assert zero(seed[0])["target"].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]  # the reference rule keeps every target
+
+
+def test_vertebra_summary_counts_and_boxes_by_hand():
+    label = np.zeros((4, 5, 6), dtype=np.uint8)
+    label[1:3, 2:4, 1:5] = 2
+    label[0, 0, 0] = 7
+    summary = vertebra_summary(label)
+    assert summary == {"voxels": {"2": 16, "7": 1}, "boxes": {"2": [1, 2, 1, 3, 4, 5], "7": [0, 0, 0, 1, 1, 1]}}
+
+
+def _spine_study(vertebrae: dict[int, tuple[slice, slice, slice]]) -> dict:
+    label = torch.zeros(1, 20, 16, 16)
+    for value, box in vertebrae.items():
+        label[(0, *box)] = value
+    return {"study": "s", "image_full": torch.randn(1, 20, 32, 32), "vertebrae": label}
+
+
+class _ByVertebra:
+    """A 'classifier' that reads the crop's label channel: probability 0.1 * (largest label value) everywhere."""
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        assert batch.shape[1:] == (3, 8, 16, 16)
+        return (0.1 * batch[:, 2].flatten(1).amax(1))[:, None].repeat(1, 8)
+
+
+def _classify(**kwargs) -> ClassifyVertebraed:
+    crop = VertebraCropd(image_key="image_full", label_key="vertebrae", num_slices=8, margin=1, spatial_size=16)
+    return ClassifyVertebraed(_ByVertebra(), crop, prior=[0.05] * 8, **kwargs)
+
+
+def test_classify_takes_the_maximum_over_the_crops_of_each_found_vertebra():
+    data = _spine_study({2: (slice(2, 6), slice(4, 8), slice(4, 8)), 5: (slice(10, 13), slice(4, 8), slice(4, 8))})
+    out = _classify(clip=(0.01, 0.99))(data)
+    np.testing.assert_allclose(out["fracture"], [0.5] * 8, atol=1e-6)
+    assert out["vertebra_probabilities"] == pytest.approx({2: 0.2, 5: 0.5})
+    assert out["warnings"] == []
+
+
+def test_classify_gives_the_prior_and_a_warning_when_no_vertebra_is_found(caplog):
+    data = _spine_study({3: (slice(2, 3), slice(4, 5), slice(4, 5))})  # one voxel: below min_voxels
+    out = _classify(min_voxels=5)(data)
+    np.testing.assert_allclose(out["fracture"], [0.05] * 8)
+    assert out["vertebra_probabilities"] == {} and "no cervical vertebra" in out["warnings"][0]
+    assert "no cervical vertebra" in caplog.text
+
+
+def test_classify_needs_a_validation_crop_and_a_full_prior():
+    crop = VertebraCropd(image_key="image_full", label_key="vertebrae", random_window=True)
+    with pytest.raises(ValueError, match="validation-mode"):
+        ClassifyVertebraed(_ByVertebra(), crop, prior=[0.1] * 8)
+    with pytest.raises(ValueError, match="prior"):
+        _ = ClassifyVertebraed(_ByVertebra(), VertebraCropd(), prior=[0.1] * 7)

@@ -1,0 +1,234 @@
+"""The cervical spine CT fracture bundle as a user runs it: Model Zoo checks, stage-1 training and prediction,
+stage-2 training and checkpoint averaging, two-stage inference from DICOM folders, evaluation, bad studies, real
+CT (a neck CT packed as DICOM, a JPEG 2000 series without a cervical spine)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
+
+from data.rsna_cervical import load_rsna_cervical_datalist
+from data.synthetic.cervical_spine_ct_fracture import generate, write_dicom_series
+from engines.inference import InferenceFailed, root_cause_message
+from formats.rsna_cervical import read_submission
+from networks.cervical_spine import CervicalFractureClassifier, CervicalSpineUNet
+from tests.bundles.workflow import run_bundle
+from transforms.rsna_cervical import SaveVertebraMapd, PreprocessStudyd
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "cervical_spine_ct_fracture" / "configs"
+SCHEMA = REPO / "tests" / "data" / "zoo_schema" / "meta_schema_20220324.json"
+TRAIN = [str(CONFIGS / "train.json")]
+CLASSIFIER = TRAIN + [str(CONFIGS / "classifier.json")]
+INFERENCE = [str(CONFIGS / "inference.json")]
+PREDICT = INFERENCE + [str(CONFIGS / "predict_segmentation.json")]
+EVALUATE = INFERENCE + [str(CONFIGS / "evaluate.json")]
+# CPU-test-sized networks and studies of 32 x 32 x 32 (16 slices after [::2]); the rest is the bundle's configuration
+SEG = {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "decoder_channels": [8, 8, 8, 8], "head_channels": 8,
+       "image_size": 32}  # fmt: skip
+CROP = {"vertebra_slices": 8, "vertebra_margin": 2, "vertebra_size": 16, "min_vertebra_voxels": 4}
+TRAIN_SEG = SEG | {"crop_slices": 16, "val_window": 16, "num_workers": 0, "dataset_multiplier": 1, "batch_size": 2,
+                   "max_epochs": 1, "num_folds": 2, "fold": 0}  # fmt: skip
+TRAIN_CLS = CROP | {"classifier_base_channels": 4, "classifier_stage_blocks": [1, 1, 1, 1], "classifier_image_size": 32, "num_workers": 0,
+                    "dataset_multiplier": 1, "batch_size": 2, "max_epochs": 2, "num_folds": 2, "fold": 0,
+                    "average_top_k": 2}  # fmt: skip
+INFER = SEG | CROP | {"classifier_image_size": 32, "window": 16, "classifier_base_channels": 4,
+                      "classifier_stage_blocks": [1, 1, 1, 1]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("rsna")
+    generate(root, cases=4, seed=0, size=32, slices=32, test_cases=2, segmented_fraction=1.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(dataset, tmp_path_factory) -> Path:
+    """Stage 1 trained one epoch and run over every study; stage 2 (ir) trained two epochs on ground-truth label
+    maps written as stage-1 outputs, its two checkpoints averaged."""
+    out = tmp_path_factory.mktemp("runs")
+    run_bundle(TRAIN, dataset_dir=str(dataset), output_dir=str(out / "segmentation"), **TRAIN_SEG)
+    run_bundle(PREDICT, input_dir=str(dataset / "train_images"), output_dir=str(out / "predicted"),
+               segmentation_model_paths=[str(out / "segmentation" / "models" / "model.pt")], **INFER)  # fmt: skip
+    items, _ = load_rsna_cervical_datalist(dataset)
+    writer = SaveVertebraMapd(output_dir=out / "truth")
+    for item in items:
+        data = PreprocessStudyd(segmentation_key="vertebrae", spatial_size=32)(dict(item, vertebrae=item["segmentation"]))
+        writer({"study": item["study"], "image": data["image"], "vertebrae": data["vertebrae"].permute(0, 3, 2, 1)})
+    run_bundle(CLASSIFIER, dataset_dir=str(dataset), segmentation_dir=str(out / "truth"),
+               output_dir=str(out / "classifier"), **TRAIN_CLS)  # fmt: skip
+    subprocess.run([sys.executable, str(REPO / "scripts" / "average_checkpoints.py"), str(out / "classifier" / "top_k"),
+                    "--top-k", "2", "--output", str(out / "classifier" / "models" / "averaged.pt")], check=True)  # fmt: skip
+    return out
+
+
+def _models(runs: Path) -> dict:
+    return {
+        "segmentation_model_paths": [str(runs / "segmentation" / "models" / "model.pt")],
+        "ir_model_paths": [str(runs / "classifier" / "models" / "averaged.pt")],
+        "ip_model_paths": [],
+    }
+
+
+def test_metadata_validates_offline_against_the_zoo_schema():
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA),
+                    hash_val="662135097106b71067cd1fc657f8720f")  # fmt: skip
+
+
+def test_full_size_network_matches_the_declared_input_and_output():
+    verify_net_in_out(net_id="network_def", meta_file=str(CONFIGS / "metadata.json"), config_file=INFERENCE,
+                      device="cpu", n=1, any=1)  # fmt: skip
+
+
+def test_configs_hold_the_recipe():
+    stage1 = ConfigWorkflow(config_file=TRAIN, workflow_type=None).parser
+    assert isinstance(stage1.get_parsed_content("network_def"), CervicalSpineUNet)
+    assert [stage1[k] for k in ("learning_rate", "weight_decay", "max_epochs", "batch_size", "crop_slices")] == [
+        2e-4, 0.01, 40, 4, 64]
+    loss = stage1.get_parsed_content("loss")
+    assert (loss.jaccard_weight, loss.min_voxels) == (0.1, 16)
+    stage2 = ConfigWorkflow(config_file=CLASSIFIER, workflow_type=None).parser
+    network = stage2.get_parsed_content("network_def")
+    assert isinstance(network, CervicalFractureClassifier) and network.fc.in_features == 2048
+    assert [stage2[k] for k in ("learning_rate", "max_epochs", "vertebra_slices", "vertebra_size", "visible_threshold")] == [
+        3e-4, 50, 40, 256, 0.3]
+    ip = ConfigWorkflow(config_file=CLASSIFIER, workflow_type=None, classifier_variant="ip_csn_152").parser
+    assert ip.get_parsed_content("output_dir").endswith("ip_csn_152/fold0")
+
+
+def test_training_writes_models_logs_and_top_k_checkpoints(runs):
+    assert (runs / "segmentation" / "models" / "model.pt").is_file()
+    summary = json.loads((runs / "segmentation" / "validation_summary.json").read_text())
+    assert summary["key_metric"] == "val_mean_dice"
+    classifier = json.loads((runs / "classifier" / "validation_summary.json").read_text())
+    assert classifier["key_metric"] == "val_log_loss" and classifier["epochs_validated"] == 2
+    assert len(list((runs / "classifier" / "top_k").glob("*key_metric=*.pt"))) == 2
+    averaged = torch.load(runs / "classifier" / "models" / "averaged.pt", weights_only=True)
+    assert "fc.weight" in averaged
+
+
+def test_stage1_prediction_writes_label_maps_and_metadata_for_every_study(dataset, runs):
+    studies = sorted(p.name for p in (dataset / "train_images").iterdir())
+    for study in studies:
+        volume = nib.load(runs / "predicted" / f"{study}_vertebrae.nii.gz")
+        assert volume.shape == (32, 32, 16) and volume.get_data_dtype() == np.uint8
+        meta = json.loads((runs / "predicted" / f"{study}_vertebrae.json").read_text())
+        assert meta["study"] == study and meta["shape_zyx"] == [16, 32, 32]
+
+
+def _copy_study(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_inference_writes_submission_maps_overlays_and_reports_bad_studies(dataset, runs, tmp_path):
+    tests = sorted((dataset / "test_images").iterdir())
+    studies = tmp_path / "studies"
+    for study in tests:
+        _copy_study(study, studies / study.name)
+    gap = _copy_study(tests[0], studies / "gap")
+    (gap / "16.dcm").unlink()
+    mixed = _copy_study(tests[0], studies / "mixed")
+    shutil.copy(tests[1] / "3.dcm", mixed / "extra.dcm")
+    corrupt = _copy_study(tests[0], studies / "corrupt")
+    (corrupt / "5.dcm").write_bytes(b"not a dicom file" * 20)
+    (studies / "empty").mkdir()
+    out = tmp_path / "pred"
+    with pytest.raises(RuntimeError) as failure:
+        run_bundle(INFERENCE, input_dir=str(studies), output_dir=str(out), prior_csv=str(dataset / "train.csv"),
+                   **_models(runs), **INFER)  # fmt: skip
+    assert isinstance(failure.value.__cause__, InferenceFailed)
+    report = json.loads((out / "inference_report.json").read_text())
+    failed = {f["case"]: f["error"] for f in report["failed"]}
+    assert sorted(failed) == ["corrupt", "empty", "gap", "mixed"]
+    assert "5.dcm" in failed["corrupt"] and "2 series" in failed["mixed"]
+    assert report["succeeded"] == [s.name for s in tests]
+    submission = read_submission(out / "submission.csv")
+    assert sorted(submission) == [s.name for s in tests]
+    for study, probabilities in submission.items():
+        assert ((probabilities >= 0.01) & (probabilities <= 0.99)).all()
+        assert nib.load(out / f"{study}_vertebrae.nii.gz").shape == (32, 32, 16)
+        assert (out / f"{study}_overlay.png").stat().st_size > 0
+    assert not list(out.glob(".*tmp*")), "no half-written files"
+
+
+def test_evaluation_scores_dice_log_loss_against_the_prior_and_auc(dataset, runs, tmp_path, capsys):
+    out = tmp_path / "eval"
+    run_bundle(EVALUATE, dataset_dir=str(dataset), output_dir=str(out), prior_csv=str(dataset / "train.csv"),
+               **_models(runs), **INFER)  # fmt: skip
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["num_segmented"] == 4 and scores["num_predicted"] == 4 and not scores["missing"]
+    assert set(scores["dice"]) == {f"C{i}" for i in range(1, 8)} | {"mean"}
+    assert scores["fracture"]["num_studies"] == 4 and scores["prior_weighted_log_loss"] > 0
+    printed = capsys.readouterr().out
+    assert "vertebra Dice" in printed and "all-prevalence prior" in printed and "AUC" in printed
+
+
+def test_a_label_map_that_does_not_fit_its_study_is_named(dataset, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(dataset, root, ignore=shutil.ignore_patterns("preprocessed"))
+    seg = sorted((root / "segmentations").glob("*.nii"))[0]
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 30), np.uint8), np.eye(4)), seg)
+    parser = ConfigWorkflow(config_file=TRAIN, workflow_type=None, dataset_dir=str(root), **TRAIN_SEG).parser
+    items = parser.get_parsed_content("segmented_items")
+    item = next(i for i in items if i["label"] == str(seg))
+    with pytest.raises(RuntimeError) as failure:  # MONAI's Compose wraps the reader's CaseReadError
+        parser.get_parsed_content("validate#preprocessing")(item)
+    message = root_cause_message(failure.value)
+    assert message.startswith("CaseReadError") and seg.name in message and "(32, 32, 30)" in message
+
+
+def _neck_ct_as_dicom(real_samples: Path, folder: Path) -> None:
+    """The real OpenKBP neck CT (NIfTI, P-R-I) written as an axial DICOM series (LPS, feet to head)."""
+    image = nib.as_closest_canonical(nib.load(real_samples / "neck_ct_openkbp" / "derived_pt_4_ct_hu.nii.gz"))
+    hu = np.asarray(image.dataobj).astype(np.int16)[::-1, ::-1, :]  # RAS -> LPS
+    spacing = np.abs(np.diag(image.affine)[:3])
+    corner = image.affine @ np.array([hu.shape[0] - 1, hu.shape[1] - 1, 0, 1])
+    origin = np.array([-corner[0], -corner[1], corner[2]])
+    write_dicom_series(folder, hu, origin, spacing, "1.2.826.0.1.3680043.8.498.4")
+
+
+def test_real_neck_ct_and_a_jpeg2000_series_without_spine_go_through_inference(real_samples, dataset, runs, tmp_path):
+    studies = tmp_path / "real"
+    _neck_ct_as_dicom(real_samples, studies / "neck_ct_openkbp")
+    (studies / "ct_dicom_series").mkdir()
+    for number, path in enumerate(sorted((real_samples / "ct_dicom_series").glob("CT.*")), start=1):
+        shutil.copy(path, studies / "ct_dicom_series" / f"{number}.dcm")  # named as the challenge names slices
+    out = tmp_path / "pred"
+    run_bundle(INFERENCE, input_dir=str(studies), output_dir=str(out), prior_csv=str(dataset / "train.csv"),
+               **_models(runs), **(INFER | {"min_vertebra_voxels": 10**6}))  # fmt: skip
+    submission = read_submission(out / "submission.csv")
+    prior = np.clip(np.mean([[int(v) for v in line.split(",")[1:]] for line in
+                             (dataset / "train.csv").read_text().splitlines()[1:]], axis=0), 0, 1)  # fmt: skip
+    for study in ("neck_ct_openkbp", "ct_dicom_series"):
+        np.testing.assert_allclose(submission[study], prior, atol=1e-6)  # nothing found above the threshold: prior
+        assert (out / f"{study}_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("stage", ["segmentation", "classifier"])
+def test_multi_gpu_config_trains_both_stages_with_two_cpu_processes(dataset, runs, tmp_path, stage):
+    configs = (TRAIN if stage == "segmentation" else CLASSIFIER) + [str(CONFIGS / "multi_gpu_train.json")]
+    # one step per process: a study per step in stage 1, two crops (BatchNorm of a 1x1x1 map needs two) in stage 2
+    if stage == "segmentation":
+        overrides = TRAIN_SEG | {"batch_size": 1}
+    else:
+        overrides = TRAIN_CLS | {"segmentation_dir": str(runs / "truth"), "dataset_multiplier": 2}
+    overrides = overrides | {"max_epochs": 1}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        "--config_file", json.dumps(configs), f"--dataset_dir={dataset}", f"--output_dir={tmp_path}",
+        *[f"--{k}={json.dumps(v)}" if isinstance(v, list) else f"--{k}={v}" for k, v in overrides.items()],
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "models" / "model.pt").is_file()

@@ -17,7 +17,7 @@ from PIL import Image
 from data.synthetic.angioma_ultrasound_segmentation import generate
 from engines.inference import InferenceFailed
 from metrics.ccf_bdci import dice_score
-from tests.bundles.workflow import run_bundle
+from tests.bundles.workflow import missing_workflow_properties, run_bundle
 from formats.png import fit_mask_to_image, read_mask_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -269,3 +269,11 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
     trainer = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)["trainer"]
     assert trainer["iteration"] == trainer["epoch_length"] > 0
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_configs_expose_monais_train_and_inference_workflow_properties(dataset, runs, tmp_path):
+    assert missing_workflow_properties(
+        TRAIN, "train", dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), **TINY) == []
+    assert missing_workflow_properties(
+        INFERENCE, "inference", input_dir=str(dataset / "test_data" / "img"), output_dir=str(tmp_path / "pred"),
+        runs_dir=str(runs), folds=FOLDS, **NET) == []

@@ -19,7 +19,7 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_metadata, verify_ne
 from data.csv2026 import pack_png_as_csv2026_case
 from data.synthetic.carotid_plaque_ultrasound import generate
 from engines.inference import InferenceFailed, OutputNotWritable
-from tests.bundles.workflow import run_bundle
+from tests.bundles.workflow import missing_workflow_properties, run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "carotid_plaque_ultrasound" / "configs"
@@ -288,3 +288,12 @@ def test_supervised_only_checkpoint_feeds_inference(dataset, tmp_path):
     (images / source.name).write_bytes(source.read_bytes())
     run_bundle(INFERENCE, input_dir=str(images), output_dir=str(tmp_path / "pred"), model_path=str(model), **TINY)
     assert (tmp_path / "pred" / f"{source.stem}_pred.h5").is_file()
+
+
+def test_configs_expose_monais_train_and_inference_workflow_properties(dataset, trained, tmp_path):
+    assert missing_workflow_properties(
+        TRAIN, "train", dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), **TINY) == []
+    model = str(trained / "models" / "model.pt")
+    assert missing_workflow_properties(
+        INFERENCE, "inference", input_dir=str(dataset / "images"), output_dir=str(tmp_path / "pred"),
+        model_path=model, **TINY) == []

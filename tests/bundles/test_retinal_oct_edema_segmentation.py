@@ -22,7 +22,7 @@ from data.synthetic.retinal_oct_edema_segmentation import generate
 from engines.inference import InferenceFailed
 from losses.exp_log import BatchDiceLoss
 from networks.unet_plus_plus import UNet, UNetPlusPlus
-from tests.bundles.workflow import run_bundle
+from tests.bundles.workflow import missing_workflow_properties, run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "retinal_oct_edema_segmentation" / "configs"
@@ -269,3 +269,11 @@ def test_multi_gpu_config_trains_with_two_cpu_processes(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert _epochs_done(tmp_path) == 1
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_configs_expose_monais_train_and_inference_workflow_properties(dataset, trained, tmp_path):
+    assert missing_workflow_properties(
+        TRAIN, "train", dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), **TRAIN_TINY) == []
+    assert missing_workflow_properties(
+        INFERENCE, "inference", input_dir=str(dataset / "Edema_testset" / "original_images"),
+        output_dir=str(tmp_path / "pred"), **_models(trained), **TINY) == []

@@ -12,3 +12,11 @@ def run_bundle(config_file: list[str], **override) -> ConfigWorkflow:
     workflow.run()
     workflow.finalize()
     return workflow
+
+
+def missing_workflow_properties(config_file: list[str], workflow_type: str, **override) -> list[str]:
+    """The MONAI bundle workflow properties (``monai.bundle.properties``) of ``workflow_type`` that the configs
+    lack, as ``ConfigWorkflow.check_properties`` finds them (it instantiates each required property)."""
+    workflow = ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, **override)
+    workflow.initialize()
+    return workflow.check_properties() or []

@@ -19,7 +19,7 @@ from metrics.fugc import score_folder
 from transforms.png import SaveGreyPNGd
 from utils.atomic import write_text_atomic
 
-__all__ = ["evaluate_variants", "format_variant_table"]
+__all__ = ["SUBMISSION_MODEL_PY", "evaluate_variants", "export_submission", "format_variant_table"]
 
 
 def format_variant_table(tables: Mapping[str, Mapping[str, Any]], title: str = "") -> str:
@@ -70,3 +70,68 @@ def evaluate_variants(
     print(format_variant_table(tables, title), flush=True)
     write_text_atomic(output_dir / "scores.json", json.dumps(tables, indent=2))
     return tables
+
+
+SUBMISSION_MODEL_PY = '''"""FUGC 2025 submission (the challenge's model.py interface), exported by the podium bundle
+fetal_cervix_ultrasound_segmentation: the TorchScript logit ensemble of its PVT-v2-b1 and ResNet34-D UNets.
+
+Needs only numpy and torch; runs on the CPU.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+
+
+class model:
+    def __init__(self):
+        self.network = None
+        self.input_size = None
+
+    def load(self, path="./"):
+        """Load ``ensemble.ts`` and ``submission.json`` from the folder ``path``."""
+        self.network = torch.jit.load(os.path.join(path, "ensemble.ts"), map_location="cpu").eval()
+        with open(os.path.join(path, "submission.json")) as f:
+            self.input_size = tuple(json.load(f)["input_size"])
+        return self
+
+    def predict(self, X):
+        """``X``: uint8 (or 0..255) array (3, H, W) of one image -> (H, W) uint8 class indices 0, 1, 2."""
+        X = np.asarray(X)
+        if X.ndim != 3 or X.shape[0] != 3 or X.shape[1:] != self.input_size:
+            raise ValueError(f"expected an image (3, {self.input_size[0]}, {self.input_size[1]}), got {X.shape}")
+        image = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32) / 255.0)[None]
+        with torch.inference_mode():
+            logits = self.network(image)
+        return logits[0].argmax(0).numpy().astype(np.uint8)
+'''
+"""The challenge's ``model.py`` (class ``model`` with ``load(path)`` and ``predict(X)``), written by
+:func:`export_submission`."""
+
+
+def export_submission(
+    network: nn.Module, output_dir: str | os.PathLike, input_size: Sequence[int] = (336, 544)
+) -> Path:
+    """Write a FUGC 2025 submission folder: ``model.py`` (:data:`SUBMISSION_MODEL_PY`), ``ensemble.ts`` (``network``
+    traced on the CPU at ``input_size``, the challenge's 336 x 544) and ``submission.json``.
+
+    The challenge runs ``model().load(path)`` then ``predict(X)`` on numpy ``(3, 336, 544)`` images in 0..255 and
+    expects ``(336, 544)`` class maps; the traced network needs neither this repository nor MONAI. Returns the
+    folder.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    network = network.cpu().eval()
+    example = torch.rand(1, 3, *input_size)
+    with torch.inference_mode():
+        expected = network(example)
+        traced = torch.jit.trace(network, example, check_trace=False)
+        if not torch.equal(traced(example).argmax(1), expected.argmax(1)):
+            raise RuntimeError("the traced ensemble does not reproduce the network's labels")
+    torch.jit.save(traced, str(output_dir / "ensemble.ts.tmp"))
+    os.replace(output_dir / "ensemble.ts.tmp", output_dir / "ensemble.ts")
+    write_text_atomic(output_dir / "submission.json", json.dumps({"input_size": list(input_size)}))
+    write_text_atomic(output_dir / "model.py", SUBMISSION_MODEL_PY)
+    return output_dir

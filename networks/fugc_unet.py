@@ -12,7 +12,9 @@ Decoder (the solution's ``Decoder``/``UpBlock``): per stage a 1x1 conv of the de
 bilinear x2 (``align_corners=True``), concatenation with the skip, two Conv3x3 + BN + LeakyReLU, the stage's
 width being the skip's; the last stage joins two maps of one resolution, so both are upsampled (x4 for PVT, x2
 for ResNet) and the output is at full resolution; a 3x3 conv head gives the logits. Odd sizes (336 x 544 is
-not divisible by 32) are handled by resizing the upsampled map to its skip.
+not divisible by 32) are handled by resizing the upsampled map to its skip; a size the first map's stride does
+not divide (PVT's 4) gives a slightly larger last map, which :meth:`FUGCUNet.forward` resizes to the input
+(``decode`` alone returns it as it is: UniMatch's images, 336 x 544 or the demo's, are multiples of 4).
 
 Parameters (3 input channels, 3 classes, counted by the tests): PVT-v2-b1 UNet 17,146,051 (encoder 13,496,000),
 ResNet34-D UNet 23,917,347 (encoder 21,303,904).
@@ -24,7 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 
 from networks.decoders.unet import UNetDecoder
@@ -80,3 +84,9 @@ class FUGCUNet(SegmentationModel):
         )
         head = Convolution(2, decoder.out_channels, out_channels, kernel_size=3, conv_only=True, bias=True)
         super().__init__(encoder_module, decoder, head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.decode(self.encode(x))
+        if logits.shape[2:] != x.shape[2:]:
+            logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+        return logits

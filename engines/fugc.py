@@ -48,7 +48,8 @@ def evaluate_variants(
 
     ``postprocessing`` turns ``"pred"`` (logits) into a class map (``AsDiscreted(argmax=True)``); the network
     time per image (``time_ms``) is the workflow's. Prints the table and writes ``output_dir/scores.json``
-    ``{variant: score table}``. A case that fails is reported by the workflow and scored as background.
+    ``{variant: score table}``. A case that fails (unreadable image, or a label of the wrong size or values) is
+    reported by name by the workflow, left out of the scores and listed under ``"failed"``.
     """
     output_dir = Path(output_dir)
     tables = {}
@@ -66,7 +67,11 @@ def evaluate_variants(
             progress=False,
         )
         report = workflow.run()
-        tables[name] = score_folder(output_dir / name, datalist, case_ms=report.network_ms)
+        failed = {f.case: f"{f.stage}: {f.error}" for f in report.failed}
+        scored = [item for item in datalist if str(item["case"]) not in failed]
+        if not scored:
+            raise RuntimeError(f"{name}: no case could be predicted and scored ({len(failed)} failed)")
+        tables[name] = {**score_folder(output_dir / name, scored, case_ms=report.network_ms), "failed": failed}
     print(format_variant_table(tables, title), flush=True)
     write_text_atomic(output_dir / "scores.json", json.dumps(tables, indent=2))
     return tables

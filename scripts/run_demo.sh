@@ -87,9 +87,47 @@ cervical_spine() {
         --output_dir "$out/eval"
 }
 
+fetal_cervix() {
+    local configs=bundles/fetal_cervix_ultrasound_segmentation/configs
+    local data=$DEMO/fetal_cervix_ultrasound_segmentation out=$RUNS/fetal_cervix_ultrasound_segmentation
+    local size="--height 64 --width 96"
+    echo "== fetal_cervix_ultrasound_segmentation: demo data (images of 64 x 96, 15 % labelled)"
+    [ -d "$data/train" ] || $PY scripts/make_demo_data.py fetal_cervix_ultrasound_segmentation "$data/train" --cases 96 --seed 0 --labelled 0.15 $size
+    [ -d "$data/test" ] || $PY scripts/make_demo_data.py fetal_cervix_ultrasound_segmentation "$data/test" --cases 24 --seed 1 --heldout $size
+    rm -rf "$out"
+    local train="$configs/train.json" demo="$configs/demo.json" resnet="$configs/resnet.json" sup="$configs/supervised.json"
+    local run="$PY -m monai.bundle run"
+    echo "== fetal_cervix_ultrasound_segmentation: supervised-only baseline on the labelled images alone"
+    $run --config_file "['$train','$sup','$demo']" --dataset_dir "$data/train" --output_dir "$out/supervised/pvt_v2_b1"
+    $run --config_file "['$train','$resnet','$sup','$demo']" --dataset_dir "$data/train" --output_dir "$out/supervised/resnet34d"
+    echo "== fetal_cervix_ultrasound_segmentation: stage 1, UniMatch (PVT-v2-b1 and ResNet34-D UNets)"
+    $run --config_file "['$train','$demo']" --dataset_dir "$data/train" --output_dir "$out/unimatch/pvt_v2_b1"
+    $run --config_file "['$train','$resnet','$demo']" --dataset_dir "$data/train" --output_dir "$out/unimatch/resnet34d"
+    echo "== fetal_cervix_ultrasound_segmentation: automatic pseudo-label selection with the UniMatch models"
+    $run --config_file "['$configs/inference.json','$configs/pseudo_labels.json','$demo']" --dataset_dir "$data/train" \
+        --runs_dir "$out/unimatch" --output_dir "$out/pseudo_labels/round1"
+    $PY -c "import json, sys; from engines.self_training import selection_quality; print('pseudo-label Dice vs hidden truth:', json.dumps(selection_quality(sys.argv[1], sys.argv[2])))" \
+        "$out/pseudo_labels/round1/selection.json" "$data/train/hidden_labels"
+    echo "== fetal_cervix_ultrasound_segmentation: stage 2, supervised on labelled + selected pseudo-labels (round 1)"
+    local sel="--selection_path $out/pseudo_labels/round1/selection.json"
+    $run --config_file "['$train','$sup','$configs/self_training.json','$demo']" --dataset_dir "$data/train" $sel \
+        --init_model_path "$out/unimatch/pvt_v2_b1/models/model.pt" --output_dir "$out/self_training/pvt_v2_b1"
+    $run --config_file "['$train','$resnet','$sup','$configs/self_training.json','$demo']" --dataset_dir "$data/train" $sel \
+        --init_model_path "$out/unimatch/resnet34d/models/model.pt" --output_dir "$out/self_training/resnet34d"
+    echo "== fetal_cervix_ultrasound_segmentation: evaluation on held-out demo images (each network and the logit ensemble)"
+    for stage in supervised unimatch self_training; do
+        $run --config_file "['$configs/inference.json','$configs/evaluate.json','$demo']" --dataset_dir "$data/test" \
+            --evaluate_all True --runs_dir "$out/$stage" --title "$stage" --output_dir "$out/$stage/evaluation"
+    done
+    echo "== fetal_cervix_ultrasound_segmentation: predictions + overlays of the self-trained ensemble"
+    $run --config_file "['$configs/inference.json','$demo']" --input_dir "$data/test" --runs_dir "$out/self_training" \
+        --output_dir "$out/predictions" --save_overlay True
+}
+
 carotid
 angioma
 retinal
+fetal_cervix
 # opt-in until its stage 1 learns within the CPU budget (bundles/cervical_spine_ct_fracture/docs/README.md)
 if [ "${DEMO_CERVICAL_SPINE:-0}" = 1 ]; then cervical_spine; fi
 echo "Done. Predictions, overlays, score tables and TensorBoard logs are under $RUNS/"

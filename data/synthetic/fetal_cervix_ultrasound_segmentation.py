@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         help="fraction of the images that get a label file (default 0.1, the challenge's 50 of 500; at least one)",
     )
+    parser.add_argument(
+        "--heldout",
+        action="store_true",
+        help="a held-out test set: every image labelled, drawn from the full range of the unlabelled images",
+    )
 
 
 def _sector(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +124,18 @@ def synthesize_case(
 
 
 def generate(
-    out_dir: Path, cases: int, seed: int, height: int = 336, width: int = 544, labelled: float = 0.1
+    out_dir: Path,
+    cases: int,
+    seed: int,
+    height: int = 336,
+    width: int = 544,
+    labelled: float = 0.1,
+    heldout: bool = False,
 ) -> None:
     """Write ``cases`` images under ``out_dir`` (see the module doc), ``round(labelled * cases)`` (at least one)
-    of them with labels, the others with their truth in ``hidden_labels/``."""
+    of them with labels, the others with their truth in ``hidden_labels/``; ``heldout``: every image from the
+    unlabelled images' full range, with its label in ``labels/`` (a test set scoring the variation the labelled
+    few miss)."""
     if cases < 2:
         raise ValueError(f"cases must be at least 2 (labelled and unlabelled images), got {cases}")
     if not 0 < labelled < 1:
@@ -133,7 +146,8 @@ def generate(
     num_labelled = min(cases - 1, max(1, round(labelled * cases)))
     labelled_ids = set(np.random.default_rng(seed).choice(cases, num_labelled, replace=False).tolist())
     for i in range(cases):
-        is_labelled = i in labelled_ids
+        is_labelled = i in labelled_ids and not heldout
         image, label = synthesize_case(np.random.default_rng([seed, i]), height, width, is_labelled)
         save_rgb_png_atomic(out_dir / IMAGE_DIR / f"{i:04d}.png", np.repeat(image[..., None], 3, axis=-1))
-        save_png_atomic(out_dir / (LABEL_DIR if is_labelled else HIDDEN_LABEL_DIR) / f"{i:04d}.png", label)
+        label_dir = LABEL_DIR if is_labelled or heldout else HIDDEN_LABEL_DIR
+        save_png_atomic(out_dir / label_dir / f"{i:04d}.png", label)

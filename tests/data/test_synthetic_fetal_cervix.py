@@ -83,6 +83,13 @@ def test_deterministic_in_the_seed_and_options_parse(tmp_path, demo):
         "height": 64,
         "width": 96,
         "labelled": 0.5,
+        "heldout": False,
     }
     with pytest.raises(ValueError, match="labelled"):
         generate(tmp_path / "bad", cases=4, seed=0, labelled=1.0)
+
+
+def test_heldout_sets_label_every_image_from_the_full_range(tmp_path):
+    generate(tmp_path, cases=4, seed=3, height=48, width=64, heldout=True)
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == [f"{i:04d}.png" for i in range(4)]
+    assert not (tmp_path / "hidden_labels").exists()

@@ -36,6 +36,8 @@ class ValidationSummary:
         key_metric: metric that selects the best epoch; the evaluator's key metric when ``None``.
         higher_is_better: direction of ``key_metric``; ties keep the earlier epoch, as MONAI's workflows do.
         evaluator: the validation engine, for its key metric and ``best_metric_epoch``.
+        max_epoch: only epochs up to this one can be the best, as the model selection of a run with an epoch cap
+            (``handlers.model_selection.EpochCappedCheckpointSaver``) has it.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ValidationSummary:
         key_metric: str | None = None,
         higher_is_better: bool = True,
         evaluator: Engine | None = None,
+        max_epoch: int | None = None,
     ) -> None:
         if key_metric is None and evaluator is None:
             raise ValueError("ValidationSummary needs key_metric or an evaluator with a key metric")
@@ -55,6 +58,7 @@ class ValidationSummary:
         self.key_metric = key_metric
         self.higher_is_better = higher_is_better
         self.evaluator = evaluator
+        self.max_epoch = max_epoch
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -75,6 +79,8 @@ class ValidationSummary:
         validated = [row for row in self.history.rows if row["metrics"].get(key) is not None]
         best = None
         for row in validated:
+            if self.max_epoch is not None and row["epoch"] > self.max_epoch:
+                continue
             score, best_score = row["metrics"][key], None if best is None else best["metrics"][key]
             if best is None or (score > best_score if self.higher_is_better else score < best_score):
                 best = row

@@ -18,7 +18,8 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 
 from data.rsna_cervical import load_rsna_cervical_datalist
 from data.synthetic.cervical_spine_ct_fracture import generate, write_dicom_series
-from engines.inference import InferenceFailed, root_cause_message
+from engines.inference import InferenceFailed
+from utils.errors import error_summary
 from formats.rsna_cervical import read_submission
 from networks.cervical_spine import CervicalFractureClassifier, CervicalSpineUNet
 from tests.bundles.workflow import run_bundle
@@ -184,7 +185,7 @@ def test_a_label_map_that_does_not_fit_its_study_is_named(dataset, tmp_path):
     item = next(i for i in items if i["label"] == str(seg))
     with pytest.raises(RuntimeError) as failure:  # MONAI's Compose wraps the reader's CaseReadError
         parser.get_parsed_content("validate#preprocessing")(item)
-    message = root_cause_message(failure.value)
+    message = error_summary(failure.value)
     assert message.startswith("CaseReadError") and seg.name in message and "(32, 32, 30)" in message
 
 

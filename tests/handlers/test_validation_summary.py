@@ -39,6 +39,14 @@ def test_lower_is_better_key_metric(tmp_path):
     assert json.loads((tmp_path / "validation_summary.json").read_text())["best_epoch"] == 3
 
 
+def test_an_epoch_cap_keeps_later_epochs_out_of_the_best(tmp_path):
+    summary = _summary(tmp_path, key_metric="val_score", higher_is_better=False, max_epoch=3)
+    trainer, _ = toy_workflow(tmp_path, scores=[0.4, 0.3, 0.35, 0.1], handlers=[summary])
+    trainer.run()
+    summary = json.loads((tmp_path / "validation_summary.json").read_text())
+    assert summary["best_epoch"] == 2 and summary["last_epoch"] == 4
+
+
 def test_after_a_resume_the_best_epoch_covers_the_whole_run(tmp_path, caplog):
     summary = _summary(tmp_path, from_evaluator=True)
     first, _ = toy_workflow(tmp_path, scores=[0.2, 0.7], stop_after=2, handlers=[summary])

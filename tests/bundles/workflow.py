@@ -19,4 +19,8 @@ def missing_workflow_properties(config_file: list[str], workflow_type: str, **ov
     lack, as ``ConfigWorkflow.check_properties`` finds them (it instantiates each required property)."""
     workflow = ConfigWorkflow(config_file=config_file, workflow_type=workflow_type, **override)
     workflow.initialize()
-    return workflow.check_properties() or []
+    try:
+        return workflow.check_properties() or []
+    finally:  # the trainer was built, so its RunLog opened log.txt and took the excepthook: a run would end it
+        if "run_log" in workflow.parser:
+            workflow.parser.get_parsed_content("run_log").completed(None)

@@ -22,7 +22,7 @@ from engines.inference import InferenceFailed
 from utils.errors import error_summary
 from formats.rsna_cervical import read_submission
 from networks.cervical_spine import CervicalFractureClassifier, CervicalSpineUNet
-from tests.bundles.workflow import run_bundle
+from tests.bundles.workflow import missing_workflow_properties, run_bundle
 from transforms.rsna_cervical import SaveVertebraMapd, PreprocessStudyd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -233,3 +233,11 @@ def test_multi_gpu_config_trains_both_stages_with_two_cpu_processes(dataset, run
     result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_configs_expose_monais_train_and_inference_workflow_properties(dataset, runs, tmp_path):
+    assert missing_workflow_properties(
+        TRAIN, "train", dataset_dir=str(dataset), output_dir=str(tmp_path / "train"), **TRAIN_SEG) == []
+    assert missing_workflow_properties(
+        INFERENCE, "inference", input_dir=str(dataset / "test_images"), output_dir=str(tmp_path / "pred"),
+        prior_csv=str(dataset / "train.csv"), **_models(runs), **INFER) == []

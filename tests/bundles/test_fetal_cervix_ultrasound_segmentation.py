@@ -21,7 +21,7 @@ from engines.inference import InferenceFailed
 from engines.self_training import selection_quality
 from formats.errors import CaseReadError
 from formats.png import save_png_atomic, save_rgb_png_atomic
-from tests.bundles.workflow import run_bundle
+from tests.bundles.workflow import missing_workflow_properties, run_bundle
 from transforms.fugc import LoadFUGCCased
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,3 +208,12 @@ def test_real_psfhs_ultrasound_runs_through_the_pipeline(real_samples, trained, 
                runs_dir=str(trained / "self_training"), output_dir=str(tmp_path / "eval"), **NETS_TINY)
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["ensemble"]["num_cases"] == 2 and np.isfinite(scores["ensemble"]["hd"])
+
+
+def test_configs_expose_monais_train_and_inference_workflow_properties(trained, dataset, tmp_path):
+    assert missing_workflow_properties(
+        TRAIN, "train", dataset_dir=str(dataset / "train"), output_dir=str(tmp_path / "train"), encoder_kwargs=PVT_TINY,
+        **TRAIN_TINY) == []
+    assert missing_workflow_properties(
+        INFERENCE, "inference", input_dir=str(dataset / "test"), runs_dir=str(trained / "self_training"),
+        output_dir=str(tmp_path / "pred"), **NETS_TINY) == []

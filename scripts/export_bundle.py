@@ -266,6 +266,7 @@ def export_bundle(
     version: str | None = None,
     changelog: str | None = None,
     model_key: str | None = None,
+    files: Sequence[tuple[str, str]] = (),
     bundles_dir: Path = REPO_ROOT / "bundles",
 ) -> Path:
     """Write bundle ``bundle`` as a self-contained zoo bundle into ``out_dir`` (which must not exist).
@@ -278,6 +279,8 @@ def export_bundle(
         version: the exported bundle's version; needs a changelog entry (``changelog`` or the metadata's own).
         changelog: the changelog text of ``version``.
         model_key: the entry of a checkpoint holding several networks (``teacher``); default: the network.
+        files: ``(setting, file)`` pairs of other files the inference reads (the spine bundle's ``prior_csv``), copied
+            to ``resources/``.
 
     Returns:
         ``out_dir``.
@@ -295,7 +298,7 @@ def export_bundle(
     configs = {path.name: json.loads(path.read_text()) for path in config_paths}
     inference = configs.get("inference.json", {})
     settings = {setting for setting, _ in weights}
-    unknown = sorted(settings - set(inference))
+    unknown = sorted((settings | {setting for setting, _ in files}) - set(inference))
     if unknown:
         candidates = sorted(k for k in inference if "path" in k)
         raise ValueError(f"weight setting(s) {unknown} are not settings of {bundle}'s inference.json; "
@@ -314,13 +317,17 @@ def export_bundle(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(rewrite_imports(path.read_text()))
 
-    files = _weight_files(weights)
-    for _, checkpoint, name in files:
+    weight_files = _weight_files(weights)
+    for _, checkpoint, name in weight_files:
         torch.save(read_state_dict(checkpoint, model_key), staging / "models" / name)
     for setting in settings:
-        paths = [f"$@bundle_root + '/models/{name}'" for s, _, name in files if s == setting]
+        paths = [f"$@bundle_root + '/models/{name}'" for s, _, name in weight_files if s == setting]
         as_list = isinstance(inference[setting], list) or len(paths) > 1 or setting.endswith("_paths")
         inference[setting] = paths if as_list else paths[0]
+    for setting, path in files:
+        (staging / "resources").mkdir(exist_ok=True)
+        shutil.copy2(path, staging / "resources" / Path(path).name)
+        inference[setting] = f"$@bundle_root + '/resources/{Path(path).name}'"
     for name, config in configs.items():
         config = rewrite_config(config)
         if "bundle_root" in config:
@@ -346,7 +353,7 @@ def export_bundle(
 
     large_files = "".join(
         f'  - path: "models/{name}"\n    url: "https://REPLACE-WITH-THE-URL-OF/{name}"\n'
-        f'    hash_val: "{_sha256(staging / "models" / name)}"\n    hash_type: "sha256"\n' for _, _, name in files)
+        f'    hash_val: "{_sha256(staging / "models" / name)}"\n    hash_type: "sha256"\n' for _, _, name in weight_files)
     (staging / "large_files.yml").write_text("large_files:\n" + large_files)
     for extra in ("docs", "LICENSE"):
         if (source / extra).is_dir():
@@ -371,12 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="the new bundle folder (must not exist)")
     parser.add_argument("--weights", nargs="+", required=True, type=_weight_argument, metavar="[SETTING=]CKPT",
                         help="checkpoint(s); SETTING is the inference.json setting it fills (default model_path)")
+    parser.add_argument("--file", nargs="+", default=[], type=_weight_argument, metavar="SETTING=FILE", dest="files",
+                        help="other file(s) the inference reads, copied into resources/ (e.g. prior_csv=train.csv)")
     parser.add_argument("--model-key", help="checkpoint entry to export when it holds several networks (teacher)")
     parser.add_argument("--version", help="version of the exported bundle (default: the bundle's own)")
     parser.add_argument("--changelog", help="changelog entry for --version")
     args = parser.parse_args(argv)
     try:
-        out = export_bundle(args.bundle, args.out_dir, args.weights, args.version, args.changelog, args.model_key)
+        out = export_bundle(args.bundle, args.out_dir, args.weights, args.version, args.changelog, args.model_key,
+                            args.files)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"export_bundle: {err}", file=sys.stderr)
         return 1

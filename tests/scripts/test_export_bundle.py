@@ -74,44 +74,68 @@ def test_bad_requests_stop_before_writing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def _network_weights(bundle: str, net_id: str, path: Path) -> Path:
+def _network_weights(bundle: str, net_id: str, path: Path, network: dict) -> Path:
     parser = ConfigParser()
     parser.read_config(str(REPO / "bundles" / bundle / "configs" / "inference.json"))
+    parser.update(network)
+    if net_id.startswith("$"):  # a network the config builds in an expression (a factory call)
+        parser["exported_network"], net_id = net_id, "exported_network"
     torch.save({"network": parser.get_parsed_content(net_id).state_dict()}, path)
     return path
 
 
-def _demo_cases(bundle: str, out: Path) -> Path:
+def _demo_cases(bundle: str, out: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """A few demo cases of ``bundle`` in its challenge layout: the input folder and the other files inference reads."""
     size = {
         "carotid_plaque_ultrasound": ["--cases", "1", "--unlabelled-fraction", "0"],
         "angioma_ultrasound_segmentation": ["--cases", "1"],
         "retinal_oct_edema_segmentation": ["--cases", "1", "--slices", "3", "--height", "64", "--width", "32",
                                            "--val-cases", "0", "--test-cases", "1"],
+        "fetal_cervix_ultrasound_segmentation": ["--cases", "2", "--height", "32", "--width", "48", "--heldout"],
+        "cervical_spine_ct_fracture": ["--cases", "2", "--size", "32", "--slices", "32", "--test-cases", "1"],
     }[bundle]
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo_data.py"), bundle, str(out), *size],
                    check=True, capture_output=True)
     return {
-        "carotid_plaque_ultrasound": out / "images",
-        "angioma_ultrasound_segmentation": out / "test_data" / "img",
-        "retinal_oct_edema_segmentation": out / "Edema_testset" / "original_images",
+        "carotid_plaque_ultrasound": (out / "images", []),
+        "angioma_ultrasound_segmentation": (out / "test_data" / "img", []),
+        "retinal_oct_edema_segmentation": (out / "Edema_testset" / "original_images", []),
+        "fetal_cervix_ultrasound_segmentation": (out, []),
+        "cervical_spine_ct_fracture": (out / "test_images", [("prior_csv", str(out / "train.csv"))]),
     }[bundle]
 
 
+PVT_TINY = {"variant": "b1", "dims": [8, 16, 24, 32], "num_heads": [1, 1, 1, 2], "depths": [1, 1, 1, 1]}
+RESNET_TINY = {"variant": "resnet34d", "widths": [8, 16, 16, 24], "stem_width": 4, "layers": [1, 1, 1, 1]}
+SPINE_TINY = {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "decoder_channels": [8, 8, 8, 8], "head_channels": 8,
+              "image_size": 32, "classifier_image_size": 32, "classifier_base_channels": 4,
+              "classifier_stage_blocks": [1, 1, 1, 1], "window": 16, "vertebra_slices": 8, "vertebra_margin": 2,
+              "vertebra_size": 16, "min_vertebra_voxels": 4}
 EXPORTS = {
-    # bundle: (weight settings -> network id of inference.json, run-time overrides that keep the test small)
-    "carotid_plaque_ultrasound": ({"model_path": "network_def"}, []),
-    "angioma_ultrasound_segmentation": ({"model_paths": "network_def"}, ["--tta", "False"]),
+    # bundle: (weight settings -> network id of inference.json, network sizes (the recipe's when empty; the zoo's
+    # shape and TorchScript checks run on those), other run-time overrides that keep the test small)
+    "carotid_plaque_ultrasound": ({"model_path": "network_def"}, {}, {}),
+    "angioma_ultrasound_segmentation": ({"model_paths": "network_def"}, {}, {"tta": False}),
     "retinal_oct_edema_segmentation": (
-        {"model_path": "network_def", "fusion_model_path": "fusion_network_def"},
-        ["--roi_size", "[64,32]", "--expected_slices", "3"]),
+        {"model_path": "network_def", "fusion_model_path": "fusion_network_def"}, {},
+        {"roi_size": [64, 32], "expected_slices": 3}),
+    "fetal_cervix_ultrasound_segmentation": (
+        {"pvt_model_path": "pvt_def", "resnet_model_path": "resnet_def"},
+        {"pvt_encoder_kwargs": PVT_TINY, "resnet_encoder_kwargs": RESNET_TINY}, {}),
+    "cervical_spine_ct_fracture": (
+        {"segmentation_model_paths": "network_def", "ir_model_paths": "$@ir_factory()"}, SPINE_TINY,
+        {"ip_model_paths": []}),
 }
 
 
 @pytest.mark.parametrize("bundle", sorted(EXPORTS))
 def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_path):
-    settings, overrides = EXPORTS[bundle]
-    weights = [(s, str(_network_weights(bundle, net_id, tmp_path / f"{s}.pt"))) for s, net_id in settings.items()]
-    exported = export_bundle(bundle, tmp_path / "zoo" / bundle, weights, version="9.9.9", changelog="exported")
+    settings, network, overrides = EXPORTS[bundle]
+    weights = [(s, str(_network_weights(bundle, net_id, tmp_path / f"{s}.pt", network)))
+               for s, net_id in settings.items()]
+    cases, files = _demo_cases(bundle, tmp_path / "cases")
+    exported = export_bundle(bundle, tmp_path / "zoo" / bundle, weights, version="9.9.9", changelog="exported",
+                             files=files)
     assert (exported / "models" / "model.pt").is_file() and (exported / "LICENSE").is_file()
     assert not (tmp_path / "zoo" / f"{bundle}.partial").exists()
     metadata = json.loads((exported / "configs" / "metadata.json").read_text())
@@ -129,6 +153,10 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
     check = (
         "import sys; from monai.bundle import ckpt_export, load, verify_net_in_out\n"
         "b = sys.argv[1]\n"
+        "import importlib.util; assert importlib.util.find_spec('networks') is None\n"
+    ) if network else (
+        "import sys; from monai.bundle import ckpt_export, load, verify_net_in_out\n"
+        "b = sys.argv[1]\n"
         "verify_net_in_out(net_id='network_def', meta_file=b + '/configs/metadata.json', "
         "config_file=b + '/configs/inference.json', bundle_root=b)\n"
         "ckpt_export(net_id='network_def', filepath=b + '/models/verify_model.ts', ckpt_file=b + '/models/model.pt', "
@@ -142,11 +170,11 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
                           cwd=exported, env=clean_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    cases = _demo_cases(bundle, tmp_path / "cases")
     out = tmp_path / "predictions"
     done = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-         "--input_dir", str(cases), "--output_dir", str(out), *overrides],
+         "--input_dir", str(cases), "--output_dir", str(out),
+         *[arg for key, value in (network | overrides).items() for arg in (f"--{key}", repr(value))]],
         cwd=exported, env=clean_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "inference_report.json").read_text())

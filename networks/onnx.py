@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import importlib
+
 import torch
 from torch import nn
 
@@ -39,8 +41,13 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     its total stride). The model must return one tensor.
 
     Raises:
+        ImportError: the package ``onnx`` (which ``torch.onnx.export`` writes with) is missing.
         TypeError: the model does not return one tensor.
     """
+    try:
+        importlib.import_module("onnx")
+    except ImportError as error:
+        raise ImportError("ONNX export needs the package 'onnx', which is not installed: pip install onnx") from error
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()

@@ -279,7 +279,7 @@ class CaseInferenceWorkflow:
         self._check_output_folders()
         self.network.to(self.device).eval()
         runtime = build_runtime(self.network, self.backend, self.precision, self.device)
-        logger.info("network run by %s in %s on %s", self.backend, self.precision.name, self.device)
+        logger.info("network run by %s on %s", runtime.description, self.device)
         cases = tqdm(self.datalist, desc="inference", unit="case", disable=not self.progress)
         for index, item in enumerate(cases):
             name = self._case_name(item, index)

@@ -63,6 +63,10 @@ class TorchRuntime(nn.Module):
         if precision.channels_last:
             self.network.to(memory_format=torch.channels_last)
 
+    @property
+    def description(self) -> str:
+        return f"torch in {self.precision.name}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision.channels_last and x.ndim in (4, 5):
             x = x.contiguous(memory_format=_memory_format(x.ndim))
@@ -85,6 +89,10 @@ class _ExportedNetwork(nn.Module):
         self.precision = precision
         self.threads = torch.get_num_threads()
         self._ready = False
+
+    @property
+    def description(self) -> str:
+        return f"{self.backend} in fp32 (ONNX exported at the first call)"
 
     def _load(self, onnx_path: Path) -> None:
         raise NotImplementedError
@@ -132,6 +140,10 @@ class OpenVINONetwork(_ExportedNetwork):
         self.core = self.runtime.Core()
         self.model = self.core.read_model(str(onnx_path))
         self.compiled: dict[tuple[int, ...], Any] = {}
+
+    @property
+    def description(self) -> str:
+        return f"openvino in {self.inference_precision} (ONNX exported at the first call)"
 
     @property
     def inference_precision(self) -> str:

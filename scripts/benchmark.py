@@ -88,6 +88,13 @@ def default_path(bundle: str, device: torch.device) -> dict[str, str] | None:
     return {"precision": setting, "path": precision, "backend": config.get("backend", "torch")}
 
 
+def _jsonable(value: Any) -> Any:
+    """An option's value as JSON: paths (also in lists, e.g. ``--checkpoints``) as strings."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 def _bundle_of(argv: list[str] | None) -> str | None:
     """The BUNDLE argument if it names a benchmark (so that its options can be added before parsing)."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report = Report()
     env = environment(device)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = {k: _jsonable(v) for k, v in vars(args).items()}
     report.line(f"podium benchmark: {args.bundle}")
     report.line(
         f"device {device}"

@@ -10,7 +10,9 @@ peak minus the memory at the start, i.e. the working memory of the measured call
 
 Inference paths (:func:`candidate_paths`): fp32 eager, channels_last, low-precision autocast (bf16 on the
 CPU, fp16 on CUDA) with and without channels_last, TorchScript (script, or trace where scripting fails)
-frozen, and ``torch.compile`` in fp32 and with autocast. Each is built on a deep copy of the model in eval
+frozen, ``torch.compile`` in fp32 and with autocast, and the network exported to ONNX and run by ONNX Runtime (fp32)
+and OpenVINO (fp32, and bf16 where the CPU computes bf16 natively) (:mod:`networks.runtime`; CPU only, skipped
+with the package to install when a runtime is missing). Each is built on a deep copy of the model in eval
 mode and runs under ``torch.inference_mode``; a path that fails to build or run is reported as
 ``failed: reason`` and the others go on (:func:`benchmark_paths`). :func:`pick_fastest` chooses the fastest
 path whose argmax agreement with fp32 stays above a threshold.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import importlib
 import os
 import platform
 import statistics
@@ -35,7 +38,9 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from networks.runtime import BACKENDS, build_runtime
 from utils.memory import PeakMemory
+from utils.precision import Precision, cpu_has_native_bf16
 
 __all__ = [
     "Candidate",
@@ -54,6 +59,7 @@ __all__ = [
     "low_precision_dtype",
     "pick_fastest",
     "resolve_device",
+    "runtime_paths",
     "synchronize",
     "time_inference",
 ]
@@ -270,8 +276,49 @@ def _compiled(model: nn.Module, device: torch.device, dtype: torch.dtype | None)
     return _runner(net, device, dtype, None), "torch.compile (inductor, default mode); first call compiles"
 
 
+def _exported(model: nn.Module, backend: str, dtype: torch.dtype | None) -> tuple[Callable, str]:
+    net = build_runtime(copy.deepcopy(model).eval(), backend, Precision(dtype))
+    precision = "fp32" if dtype is None or backend == "onnxruntime" else _dtype_name(dtype)
+    return _runner(net, torch.device("cpu"), None, None), f"ONNX (dynamic axes) run by {backend} in {precision}"
+
+
+def _runtime_skip(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str | None:
+    """Why a runtime path cannot run here (None if it can)."""
+    if device.type != "cpu":
+        return f"{backend} is measured on the CPU only"
+    if dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        return "no native bf16 on this CPU"
+    for package in ("onnx", BACKENDS[backend]):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            return f"package {package!r} not installed (pip install {package})"
+    return None
+
+
+def runtime_paths(model: nn.Module, device: torch.device) -> dict[str, Candidate]:
+    """The ONNX runtime paths: ``onnxruntime`` (fp32), ``openvino`` (fp32), ``openvino+bf16``; each with a
+    ``skip`` reason off the CPU, without the package, or (bf16) without native bf16."""
+    return {
+        "onnxruntime": Candidate(
+            "onnxruntime", lambda: _exported(model, "onnxruntime", None), skip=_runtime_skip("onnxruntime", device)
+        ),
+        "openvino": Candidate(
+            "openvino", lambda: _exported(model, "openvino", None), skip=_runtime_skip("openvino", device)
+        ),
+        "openvino+bf16": Candidate(
+            "openvino+bf16",
+            lambda: _exported(model, "openvino", torch.bfloat16),
+            skip=_runtime_skip("openvino", device, torch.bfloat16),
+        ),
+    }
+
+
 def candidate_paths(
-    model: nn.Module, example: torch.Tensor | Sequence[torch.Tensor], skip_compile: bool = False
+    model: nn.Module,
+    example: torch.Tensor | Sequence[torch.Tensor],
+    skip_compile: bool = False,
+    runtimes: bool = True,
 ) -> dict[str, Candidate]:
     """The inference paths to compare, by name; ``"fp32"`` (eager) first, the reference of the others.
 
@@ -280,7 +327,8 @@ def candidate_paths(
     ``MetaTensor``, as a transform pipeline hands it over: every op then goes through
     ``MetaTensor.__torch_function__``, which is the price of not converting before the network),
     ``channels_last``, ``bf16``/``fp16`` (autocast; bf16 on the CPU, fp16 on CUDA), ``bf16+channels_last``,
-    ``torchscript`` (frozen), ``compile``, ``compile+bf16`` (``skip`` set with ``skip_compile``).
+    ``torchscript`` (frozen), ``compile``, ``compile+bf16`` (``skip`` set with ``skip_compile``), and with
+    ``runtimes`` those of :func:`runtime_paths` (``onnxruntime``, ``openvino``, ``openvino+bf16``).
     """
     args = _as_args(example)
     device = args[0].device
@@ -288,7 +336,7 @@ def candidate_paths(
     low_name = _dtype_name(low)
     channels_last = _memory_format(args[0])
     compile_skip = "--skip-compile" if skip_compile else None
-    return {
+    paths = {
         "fp32": Candidate("fp32", lambda: _eager(model, device, None, None)),
         "fp32+metatensor": Candidate("fp32+metatensor", lambda: _eager(model, device, None, None, meta=True)),
         "channels_last": Candidate("channels_last", lambda: _eager(model, device, None, channels_last)),
@@ -302,6 +350,7 @@ def candidate_paths(
             f"compile+{low_name}", lambda: _compiled(model, device, low), skip=compile_skip
         ),
     }
+    return {**paths, **runtime_paths(model, device)} if runtimes else paths
 
 
 @dataclass

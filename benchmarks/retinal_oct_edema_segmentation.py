@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fusion",
         help="what is timed (default fusion: UNet++ and UNet 0.5 / 0.5, as inference.json runs)",
     )
+    parser.add_argument(
+        "--features",
+        type=int,
+        nargs=5,
+        help="network widths (default: train.json's; demo.json's 8 16 32 64 128 for demo-trained weights)",
+    )
     parser.add_argument("--checkpoint", type=Path, help="trained UNet++ (or dilated UNet++) weights")
     parser.add_argument("--fusion-checkpoint", type=Path, help="trained UNet weights (the fusion partner)")
     parser.add_argument("--height", type=int, help=f"B-scan rows (default {CHALLENGE_HEIGHT}; --image-size sets it)")
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     """Measure the bundle on ``device`` and write the figures to ``report`` (see the module docstring)."""
     settings = _settings(args, device)
     torch.manual_seed(args.seed)
-    features = QUICK_FEATURES if args.quick else FEATURES
+    features = QUICK_FEATURES if args.quick else tuple(args.features) if args.features else FEATURES
     net, weights = _model(args, features)
     net = net.to(device).eval()
 

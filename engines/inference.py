@@ -19,7 +19,6 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,12 @@ from monai.inferers import Inferer, SimpleInferer
 from tqdm import tqdm
 
 from engines.prepare_batch import to_plain_tensor
+from networks.runtime import build_runtime
 from transforms.writers import CaseWriterd
 from utils.atomic import atomic_group, write_text_atomic
 from utils.errors import error_summary
 from utils.memory import PeakMemory
+from utils.precision import resolve_precision
 
 __all__ = [
     "CaseFailure",
@@ -178,7 +179,12 @@ class CaseInferenceWorkflow:
             output) added; it ends with the writers.
         inferer: how to apply the network (default: the whole image at once).
         device: where the network runs.
-        amp: autocast the network in float16 on CUDA (bfloat16 on CPU).
+        amp: when ``precision`` is not given: autocast the network in float16 on CUDA (bfloat16 on CPU).
+        precision: the network's precision and memory format (:func:`utils.precision.resolve_precision`):
+            ``"auto"``, ``"fp32"`` (exactly fp32), ``"bf16"``, ``"bf16+channels_last"``, ...; default from ``amp``.
+        auto_cpu_precision: what ``"auto"`` means on a CPU with native bf16 (the bundle's measured fastest path).
+        backend: who executes the network: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``
+            (:func:`networks.runtime.build_runtime`; the last two export it to ONNX at the first case, CPU only).
         report_path: where to write the JSON report, if anywhere.
         writers: the writers whose outputs are checked before each case; default: those found in
             ``postprocessing`` (:func:`find_writers`).
@@ -198,6 +204,9 @@ class CaseInferenceWorkflow:
         inferer: Inferer | None = None,
         device: str | torch.device = "cpu",
         amp: bool = False,
+        precision: str | None = None,
+        auto_cpu_precision: str = "bf16+channels_last",
+        backend: str = "torch",
         image_key: str = "image",
         pred_key: str = "pred",
         case_key: str = "case",
@@ -215,6 +224,10 @@ class CaseInferenceWorkflow:
         self.inferer = inferer if inferer is not None else SimpleInferer()
         self.device = torch.device(device)
         self.amp = amp
+        if precision is None:
+            precision = ("fp16" if self.device.type == "cuda" else "bf16") if amp else "fp32"
+        self.precision = resolve_precision(precision, self.device, auto_cpu_precision)
+        self.backend = backend
         self.image_key = image_key
         self.pred_key = pred_key
         self.case_key = case_key
@@ -224,12 +237,6 @@ class CaseInferenceWorkflow:
         self.raise_on_failure = raise_on_failure
         self.progress = progress
         self.report = InferenceReport()
-
-    def _autocast(self):
-        if not self.amp:
-            return nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _case_name(self, item: dict, index: int) -> str:
         name = item.get(self.case_key)
@@ -255,17 +262,17 @@ class CaseInferenceWorkflow:
         return paths, blocking
 
     @torch.inference_mode()
-    def _predict(self, image: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            batch = to_plain_tensor(image.unsqueeze(0), device=self.device)
-            pred = self.inferer(batch, self.network)
-        return pred[0].float()
+    def _predict(self, runtime: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+        batch = to_plain_tensor(image.unsqueeze(0), device=self.device)
+        return self.inferer(batch, runtime)[0].float()
 
     def run(self) -> InferenceReport:
         """Predict every case; return the report (or raise :class:`InferenceFailed` after the last case)."""
         report = self.report = InferenceReport(skipped_entries=list(self.skipped_entries))
         self._check_output_folders()
         self.network.to(self.device).eval()
+        runtime = build_runtime(self.network, self.backend, self.precision, self.device)
+        logger.info("network run by %s on %s", runtime.description, self.device)
         cases = tqdm(self.datalist, desc="inference", unit="case", disable=not self.progress)
         for index, item in enumerate(cases):
             name = self._case_name(item, index)
@@ -290,7 +297,7 @@ class CaseInferenceWorkflow:
                     data = self.preprocessing(dict(item))
                     stage = "prediction"
                     net_start = time.perf_counter()
-                    data[self.pred_key] = self._predict(data[self.image_key])
+                    data[self.pred_key] = self._predict(runtime, data[self.image_key])
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     network_ms = 1000 * (time.perf_counter() - net_start)

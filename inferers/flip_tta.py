@@ -96,7 +96,10 @@ class FlipTTAInferer(Inferer):
         """The network's outputs on each flipped input, one at a time (merged as they come) or from one batch."""
         if self.batch_variants:
             flipped = torch.cat([torch.flip(inputs, dims) if dims else inputs for dims in all_dims])
-            yield from self._check(self.inferer(flipped, network, *args, **kwargs), flipped).split(len(inputs))
+            # unflatten, not split(len(inputs)): a traced (ONNX) graph then keeps the batch size dynamic
+            yield from self._check(self.inferer(flipped, network, *args, **kwargs), flipped).unflatten(
+                0, (len(all_dims), -1)
+            ).unbind(0)
             return
         for dims in all_dims:
             output = self.inferer(torch.flip(inputs, dims) if dims else inputs, network, *args, **kwargs)

@@ -3,7 +3,9 @@
 Usage: ``python scripts/benchmark.py BUNDLE [--device cpu|cuda] [--warmup N] [--repeats N] [--image-size S]
 [--quick] [--skip-compile] [--json OUT] [bundle options]``; ``python scripts/benchmark.py BUNDLE --help`` lists
 a bundle's options. Each bundle's benchmark is ``benchmarks/<bundle>.py`` (see ``benchmarks/__init__.py``);
-new ones are found automatically. This is a measuring tool, never a timed test: run it on an idle machine and
+new ones are found automatically. The inference paths include ONNX Runtime and OpenVINO (fp32, bf16) where
+installed, and the run ends naming the path the bundle's ``inference.json`` takes by default on this machine
+(its ``precision`` setting, :func:`utils.precision.resolve_precision`). This is a measuring tool, never a timed test: run it on an idle machine and
 read the load average it prints before trusting a figure.
 """
 
@@ -23,6 +25,7 @@ import torch  # noqa: E402
 
 from benchmarks import available_benchmarks, load_benchmark  # noqa: E402
 from benchmarks.common import Report, environment, resolve_device  # noqa: E402
+from utils.precision import resolve_precision  # noqa: E402
 
 #: warm-up calls and timed repeats per inference path when not given: the CPU is slow, a GPU is not.
 DEFAULT_WARMUP = {"cpu": 2, "cuda": 10, "quick": 1}
@@ -70,6 +73,28 @@ def build_parser(bundle: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def default_path(bundle: str, device: torch.device) -> dict[str, str] | None:
+    """The precision and backend the bundle's ``inference.json`` runs with on ``device`` by default (None when it
+    has no plain ``precision`` setting)."""
+    try:
+        config = json.loads((REPO_ROOT / "bundles" / bundle / "configs" / "inference.json").read_text())
+    except (OSError, ValueError):
+        return None
+    setting = config.get("precision")
+    if not isinstance(setting, str) or setting.startswith(("$", "@")):
+        return None
+    auto_cpu = config.get("auto_cpu_precision", "bf16+channels_last")
+    precision = resolve_precision(setting, device, auto_cpu).name
+    return {"precision": setting, "path": precision, "backend": config.get("backend", "torch")}
+
+
+def _jsonable(value: Any) -> Any:
+    """An option's value as JSON: paths (also in lists, e.g. ``--checkpoints``) as strings."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
 def _bundle_of(argv: list[str] | None) -> str | None:
     """The BUNDLE argument if it names a benchmark (so that its options can be added before parsing)."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -92,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report = Report()
     env = environment(device)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = {k: _jsonable(v) for k, v in vars(args).items()}
     report.line(f"podium benchmark: {args.bundle}")
     report.line(
         f"device {device}"
@@ -110,7 +135,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     load_benchmark(args.bundle).run(args, device, report)
 
-    figures = {"bundle": args.bundle, "environment": env, "settings": settings, "sections": report.sections}
+    default = default_path(args.bundle, device)
+    if default is not None:
+        report.line(
+            f"\ninference.json's default here: precision {default['precision']!r} -> {default['path']}, backend "
+            f"{default['backend']}"
+        )
+    figures = {
+        "bundle": args.bundle,
+        "environment": env,
+        "settings": settings,
+        "sections": report.sections,
+        "default_path": default,
+    }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,17 @@ REAL_SAMPLES = REPO_ROOT / "tests" / "data" / "real"
 def _seed() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _absl_handler_on_real_stderr():
+    """OpenVINO imports absl, whose log handler writes to the ``sys.stderr`` of its import (a pytest capture
+    stream) and closes that stream whenever ``logging.shutdown`` runs (every ``logging.config.fileConfig``, e.g. a
+    bundle's logging.conf) unless it is the current ``sys.stderr``: after each test it is pointed at the real one."""
+    yield
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 @pytest.fixture(scope="session")

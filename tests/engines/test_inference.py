@@ -196,3 +196,50 @@ def test_entries_that_are_no_case_are_reported_and_the_counts_add_up(tmp_path):
 def test_writers_are_found_inside_nested_compose(tmp_path):
     inner, outer = _TextWriter(tmp_path, "_a"), _TextWriter(tmp_path, "_b")
     assert find_writers(Compose([Compose([inner]), outer])) == [inner, outer]
+
+
+def _conv_workflow(written, **kwargs):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1)).eval()
+
+    def load(item: dict) -> dict:
+        torch.manual_seed(item["value"])
+        return {**item, "image": torch.randn(1, 16, 24)}
+
+    def write(data: dict) -> dict:
+        written[data["case"]] = (data["image"], data["pred"])
+        return data
+
+    workflow = CaseInferenceWorkflow([{"case": "a", "value": 1}], load, net, write, progress=False, **kwargs)
+    return workflow, net
+
+
+def test_precision_fp32_is_exactly_fp32_and_bf16_autocasts_the_network():
+    written, seen = {}, {}
+    workflow, net = _conv_workflow(written, precision="fp32")
+    workflow.run()
+    image, pred = written["a"]
+    with torch.inference_mode():
+        assert torch.equal(pred, net(image[None])[0])
+    workflow, net = _conv_workflow(written, precision="bf16+channels_last")
+    net.register_forward_hook(lambda m, i, o: seen.update(dtype=o.dtype))
+    workflow.run()
+    assert seen["dtype"] == torch.bfloat16 and written["a"][1].dtype == torch.float32
+    assert workflow.precision.name == "bf16+channels_last"
+
+
+def test_amp_without_precision_keeps_its_meaning():
+    assert _conv_workflow({}, amp=True)[0].precision.name == "bf16"
+    assert _conv_workflow({}, amp=False)[0].precision.name == "fp32"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_backends_give_the_torch_fp32_prediction(backend):
+    if backend == "openvino":  # optional (requirements.txt has onnx and onnxruntime)
+        pytest.importorskip("openvino")
+    written = {}
+    workflow, net = _conv_workflow(written, backend=backend, precision="fp32")
+    workflow.run()
+    image, pred = written["a"]
+    with torch.inference_mode():
+        torch.testing.assert_close(pred, net(image[None])[0], atol=1e-4, rtol=1e-3)

@@ -124,6 +124,9 @@ def test_quick_run_prints_every_section_and_saves_the_json(tmp_path: Path) -> No
     assert paths["fp32"]["details"]["risk_agrees"] is True
     assert paths["compile"]["status"].startswith("skipped")
     assert inference["fastest"] in paths
+    for runtime in ("onnxruntime", "openvino", "openvino+bf16"):  # ok, or skipped naming what is missing
+        assert paths[runtime]["status"] == "ok" or paths[runtime]["status"].startswith("skipped"), runtime
+    assert figures["default_path"]["precision"] == "auto" and figures["default_path"]["backend"] == "torch"
 
     loops = {loop["name"]: loop for loop in sections["training"]["loops"]}
     bare, trainer = loops["bare PyTorch loop"], loops["SupervisedTrainer (bundle)"]

@@ -103,24 +103,18 @@ fetal_cervix() {
     echo "== fetal_cervix_ultrasound_segmentation: stage 1, UniMatch (PVT-v2-b1 and ResNet34-D UNets)"
     $run --config_file "['$train','$demo']" --dataset_dir "$data/train" --output_dir "$out/unimatch/pvt_v2_b1"
     $run --config_file "['$train','$resnet','$demo']" --dataset_dir "$data/train" --output_dir "$out/unimatch/resnet34d"
-    echo "== fetal_cervix_ultrasound_segmentation: automatic pseudo-label selection with the UniMatch models"
-    $run --config_file "['$configs/inference.json','$configs/pseudo_labels.json','$demo']" --dataset_dir "$data/train" \
-        --runs_dir "$out/unimatch" --output_dir "$out/pseudo_labels/round1"
+    echo "== fetal_cervix_ultrasound_segmentation: one round of self-training: automatic pseudo-label selection with"
+    echo "   the UniMatch models, then each network trained on labelled + selected pseudo-labels"
+    $PY scripts/self_training_rounds.py --rounds 1 --dataset_dir "$data/train" --runs_dir "$out" --extra "$demo"
     $PY -c "import json, sys; from engines.self_training import selection_quality; print('pseudo-label Dice vs hidden truth:', json.dumps(selection_quality(sys.argv[1], sys.argv[2])))" \
         "$out/pseudo_labels/round1/selection.json" "$data/train/hidden_labels"
-    echo "== fetal_cervix_ultrasound_segmentation: stage 2, supervised on labelled + selected pseudo-labels (round 1)"
-    local sel="--selection_path $out/pseudo_labels/round1/selection.json"
-    $run --config_file "['$train','$sup','$configs/self_training.json','$demo']" --dataset_dir "$data/train" $sel \
-        --init_model_path "$out/unimatch/pvt_v2_b1/models/model.pt" --output_dir "$out/self_training/pvt_v2_b1"
-    $run --config_file "['$train','$resnet','$sup','$configs/self_training.json','$demo']" --dataset_dir "$data/train" $sel \
-        --init_model_path "$out/unimatch/resnet34d/models/model.pt" --output_dir "$out/self_training/resnet34d"
     echo "== fetal_cervix_ultrasound_segmentation: evaluation on held-out demo images (each network and the logit ensemble)"
-    for stage in supervised unimatch self_training; do
+    for stage in supervised unimatch self_training/round1; do
         $run --config_file "['$configs/inference.json','$configs/evaluate.json','$demo']" --dataset_dir "$data/test" \
             --evaluate_all True --runs_dir "$out/$stage" --title "$stage" --output_dir "$out/$stage/evaluation"
     done
     echo "== fetal_cervix_ultrasound_segmentation: predictions + overlays of the self-trained ensemble"
-    $run --config_file "['$configs/inference.json','$demo']" --input_dir "$data/test" --runs_dir "$out/self_training" \
+    $run --config_file "['$configs/inference.json','$demo']" --input_dir "$data/test" --runs_dir "$out/self_training/round1" \
         --output_dir "$out/predictions" --save_overlay True
 }
 

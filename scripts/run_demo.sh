@@ -71,7 +71,7 @@ cervical_spine() {
     rm -rf "$out"
     echo "== cervical_spine_ct_fracture: stage 1, vertebra segmentation (ir-CSN UNet, CPU demo size)"
     $PY -m monai.bundle run --config_file "['$configs/train.json','$demo']" --dataset_dir "$data/train" \
-        --output_dir "$out/segmentation/fold1" --max_epochs 4 --dataset_multiplier 8 --batch_size 2 --learning_rate 0.001
+        --output_dir "$out/segmentation/fold1" --max_epochs 12 --dataset_multiplier 8 --batch_size 2 --learning_rate 0.003
     echo "== cervical_spine_ct_fracture: stage-1 label maps of every training study"
     $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/predict_segmentation.json','$demo']" \
         --input_dir "$data/train/train_images" --runs_dir "$out" --output_dir "$out/segmentation/predictions"

@@ -49,6 +49,11 @@ class CervicalSpineUNet(SegmentationModel):
         head_channels: width of the last 3x3x3 conv (32).
         pretrained_path: local mmaction2 weights of the encoder (the reference starts from
             ``vmz_ircsn_ig65m_pretrained_r50_32x2x1_58e_kinetics400_rgb``); None: random initialisation.
+        class_prior: expected fraction of voxels of each class; when given, the last conv's biases start at their
+            logarithms, so that the untrained network already predicts the class frequencies (the prior
+            initialisation of Lin et al., "Focal Loss for Dense Object Detection", 2017). Beyond the reference: a
+            randomly initialised network otherwise spends its first updates swinging from all-foreground to
+            all-background (97 % of the voxels), which stalls a briefly trained one (the bundle's CPU demo).
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class CervicalSpineUNet(SegmentationModel):
         decoder_channels: Sequence[int] = (256, 128, 64, 40),
         head_channels: int = 32,
         pretrained_path: str | None = None,
+        class_prior: Sequence[float] | None = None,
     ) -> None:
         if encoder_in_channels % in_channels:
             raise ValueError(f"encoder_in_channels {encoder_in_channels} is not a multiple of in_channels {in_channels}")
@@ -83,9 +89,15 @@ class CervicalSpineUNet(SegmentationModel):
             act="relu",
             bias=True,
         )
+        logits = Convolution(3, head_channels, num_classes, kernel_size=1, conv_only=True, bias=True)
+        if class_prior is not None:
+            prior = torch.as_tensor(class_prior, dtype=torch.float32)
+            if prior.shape != (num_classes,) or not bool((prior > 0).all()):
+                raise ValueError(f"class_prior must hold {num_classes} positive fractions, got {list(class_prior)}")
+            with torch.no_grad():
+                logits.conv.bias.copy_(torch.log(prior / prior.sum()))
         head = nn.Sequential(
-            UpsampleConv(3, decoder.out_channels, head_channels, scale_factor=decoder.output_reduction),
-            Convolution(3, head_channels, num_classes, kernel_size=1, conv_only=True, bias=True),
+            UpsampleConv(3, decoder.out_channels, head_channels, scale_factor=decoder.output_reduction), logits
         )
         super().__init__(encoder, decoder, head)
         self.repeats = encoder_in_channels // in_channels

@@ -71,14 +71,14 @@ cervical_spine() {
     rm -rf "$out"
     echo "== cervical_spine_ct_fracture: stage 1, vertebra segmentation (ir-CSN UNet, CPU demo size)"
     $PY -m monai.bundle run --config_file "['$configs/train.json','$demo']" --dataset_dir "$data/train" \
-        --output_dir "$out/segmentation/fold1" --max_epochs 4 --dataset_multiplier 8 --batch_size 2 --learning_rate 0.001
+        --output_dir "$out/segmentation/fold1" --max_epochs 36 --dataset_multiplier 8 --batch_size 2 --learning_rate 0.003
     echo "== cervical_spine_ct_fracture: stage-1 label maps of every training study"
     $PY -m monai.bundle run --config_file "['$configs/inference.json','$configs/predict_segmentation.json','$demo']" \
         --input_dir "$data/train/train_images" --runs_dir "$out" --output_dir "$out/segmentation/predictions"
     echo "== cervical_spine_ct_fracture: stage 2, per-vertebra fracture classifier (ir-CSN, fold 0), top-2 average"
     $PY -m monai.bundle run --config_file "['$configs/train.json','$configs/classifier.json','$demo']" \
         --dataset_dir "$data/train" --segmentation_dir "$out/segmentation/predictions" --fold 0 \
-        --output_dir "$out/classifier/ir_csn_152/fold0" --max_epochs 4 --dataset_multiplier 4 --batch_size 8 --learning_rate 0.001
+        --output_dir "$out/classifier/ir_csn_152/fold0" --max_epochs 12 --dataset_multiplier 4 --batch_size 8 --learning_rate 0.001
     $PY scripts/average_checkpoints.py "$out/classifier/ir_csn_152/fold0/top_k" --top-k 2 \
         --output "$out/classifier/ir_csn_152/fold0/models/averaged.pt"
     echo "== cervical_spine_ct_fracture: inference (submission CSV, label maps, overlays) + evaluation on held-out studies"
@@ -122,6 +122,5 @@ carotid
 angioma
 retinal
 fetal_cervix
-# opt-in until its stage 1 learns within the CPU budget (bundles/cervical_spine_ct_fracture/docs/README.md)
-if [ "${DEMO_CERVICAL_SPINE:-0}" = 1 ]; then cervical_spine; fi
+cervical_spine
 echo "Done. Predictions, overlays, score tables and TensorBoard logs are under $RUNS/"

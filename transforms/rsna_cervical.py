@@ -39,7 +39,12 @@ slices being the first axis of the networks; keys ``image`` and ``label``. Refer
 ``ReplayCompose``, one draw per sample) -> here:
 
 * random 64-slice window, zero-padded at the end when the volume is shorter -> ``RandSpatialCropd`` (roi
-  ``[64, -1, -1]``) + ``SpatialPadd(method="end")``; padding to a multiple of 16 -> ``DivisiblePadd(k=[16, 1, 1])``.
+  ``[64, -1, -1]``) + ``SpatialPadd``; padding to a multiple of 16 -> ``DivisiblePadd(k=[16, 1, 1])``. The
+  bundle pads symmetrically (``method="symmetric"``), in training and validation alike, because MONAI's
+  ``SlidingWindowInferer`` pads a study shorter than its window symmetrically at inference: a study must sit at
+  the same place in the window in all three, or a network that has learnt the vertebra levels from their
+  distance to the padding labels them one or two levels off (seen in the CPU demo, whose studies are shorter
+  than the crop).
   The reference pads raw values (0) before z-scoring; here the pad is 0 after it (the volume's mean).
 * ``ShiftScaleRotate(0.1, 0.1, 20, constant border, p 0.5)``, ``HorizontalFlip`` p 0.5 and
   ``OneOf[GridDistortion(distort_limit 0.1), ElasticTransform] p 0.2`` -> 2-D ``RandAffined`` (translate

@@ -19,11 +19,11 @@ from monai.bundle import ConfigWorkflow, verify_metadata, verify_net_in_out
 from data.rsna_cervical import load_rsna_cervical_datalist
 from data.synthetic.cervical_spine_ct_fracture import generate, write_dicom_series
 from engines.inference import InferenceFailed
-from utils.errors import error_summary
 from formats.rsna_cervical import read_submission
 from networks.cervical_spine import CervicalFractureClassifier, CervicalSpineUNet
 from tests.bundles.workflow import missing_workflow_properties, run_bundle
 from transforms.rsna_cervical import SaveVertebraMapd, PreprocessStudyd
+from utils.errors import error_summary
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "cervical_spine_ct_fracture" / "configs"
@@ -105,6 +105,32 @@ def test_configs_hold_the_recipe():
         3e-4, 50, 40, 256, 0.3]
     ip = ConfigWorkflow(config_file=CLASSIFIER, workflow_type=None, classifier_variant="ip_csn_152").parser
     assert ip.get_parsed_content("output_dir").endswith("ip_csn_152/fold0")
+
+
+def test_a_short_study_sits_at_the_same_slices_in_training_validation_and_inference():
+    """A study shorter than the crop and the window is padded the same way by the training crop, the validation
+    pipeline + sliding window and the inference sliding window (MONAI's inferer pads symmetrically): a network
+    that places the vertebra levels by their distance to the padding must see one layout."""
+    sizes = {"crop_slices": 48, "val_window": 48, "window": 48, "pad_multiple": 16}
+    stage1 = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **sizes).parser
+    inference = ConfigWorkflow(config_file=INFERENCE, workflow_type=None, **sizes).parser
+    study = torch.arange(1.0, 37.0).reshape(1, 36, 1, 1).expand(1, 36, 4, 4).contiguous()  # slice k holds k + 1
+    crop = [stage1.get_parsed_content(f"train#crop#{i}") for i in range(3)]
+    trained = {"image": study, "label": study}
+    for transform in crop:
+        trained = transform(trained)
+    seen = []
+
+    def network(x):
+        seen.append(x[0].clone())
+        return x
+
+    validation = stage1.get_parsed_content("validate#pad")({"image": study, "label": study})["image"]
+    stage1.get_parsed_content("validate#inferer")(validation[None], network)
+    inference.get_parsed_content("sliding_window")(study[None], network)
+    assert len(seen) == 2
+    torch.testing.assert_close(seen[0], torch.as_tensor(trained["image"]))
+    torch.testing.assert_close(seen[1], torch.as_tensor(trained["image"]))
 
 
 def test_training_writes_models_logs_and_top_k_checkpoints(runs):

@@ -56,6 +56,14 @@ def test_classifier_gives_eight_logits_per_crop_whatever_its_size():
         assert model(torch.randn(*shape)).shape == (shape[0], 8)
 
 
+def test_class_prior_sets_the_initial_class_frequencies():
+    prior = [0.9] + [0.1 / 7] * 7
+    model = CervicalSpineUNet(decoder_channels=(16, 8, 8, 8), head_channels=8, class_prior=prior, **TINY)
+    torch.testing.assert_close(model.head[1].conv.bias, torch.log(torch.tensor(prior)))
+    with pytest.raises(ValueError, match="class_prior"):
+        CervicalSpineUNet(class_prior=[0.5, 0.5], **TINY)
+
+
 def test_bad_channel_ratio_is_refused():
     with pytest.raises(ValueError, match="multiple"):
         CervicalSpineUNet(in_channels=2, **TINY)

@@ -131,7 +131,7 @@ def modules_named_in_configs(configs: Iterable[Mapping], root: Path = REPO_ROOT)
 
 def _imported_modules(path: Path, module: str, root: Path) -> tuple[set[str], set[str]]:
     """(library modules, top-level third-party names) imported anywhere in the file of ``module``."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     library, third_party = set(), set()
 
@@ -295,7 +295,7 @@ def export_bundle(
     if not weights:
         raise ValueError("no weights given: the zoo needs models/model.pt")
     config_paths = sorted((source / "configs").glob("*.json"))
-    configs = {path.name: json.loads(path.read_text()) for path in config_paths}
+    configs = {path.name: json.loads(path.read_text(encoding="utf-8")) for path in config_paths}
     inference = configs.get("inference.json", {})
     settings = {setting for setting, _ in weights}
     unknown = sorted((settings | {setting for setting, _ in files}) - set(inference))
@@ -311,11 +311,11 @@ def export_bundle(
     (staging / "models").mkdir(parents=True)
     (staging / CODE_PACKAGE).mkdir()
     (staging / CODE_PACKAGE / "__init__.py").write_text(
-        f'"""Code of the {bundle} bundle, exported from the podium repository."""\n')
+        f'"""Code of the {bundle} bundle, exported from the podium repository."""\n', encoding="utf-8")
     for module, path in sorted(closure.items()):
         target = staging / CODE_PACKAGE / path.relative_to(REPO_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(rewrite_imports(path.read_text()))
+        target.write_text(rewrite_imports(path.read_text(encoding="utf-8")), encoding="utf-8")
 
     weight_files = _weight_files(weights)
     for _, checkpoint, name in weight_files:
@@ -333,7 +333,7 @@ def export_bundle(
         if "bundle_root" in config:
             config["bundle_root"] = "."
         (staging / "configs" / name).parent.mkdir(exist_ok=True)
-        (staging / "configs" / name).write_text(json.dumps(config, indent=4) + "\n")
+        (staging / "configs" / name).write_text(json.dumps(config, indent=4) + "\n", encoding="utf-8")
     for extra in sorted((source / "configs").iterdir()):
         if extra.suffix != ".json":
             shutil.copy2(extra, staging / "configs" / extra.name)
@@ -349,12 +349,12 @@ def export_bundle(
         metadata["changelog"] = {metadata["version"]: changelog, **metadata.get("changelog", {})}
     if metadata["version"] not in metadata.get("changelog", {}):
         raise ValueError(f"version {metadata['version']} has no changelog entry: pass --changelog")
-    (staging / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n")
+    (staging / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=4) + "\n", encoding="utf-8")
 
     large_files = "".join(
         f'  - path: "models/{name}"\n    url: "https://REPLACE-WITH-THE-URL-OF/{name}"\n'
         f'    hash_val: "{_sha256(staging / "models" / name)}"\n    hash_type: "sha256"\n' for _, _, name in weight_files)
-    (staging / "large_files.yml").write_text("large_files:\n" + large_files)
+    (staging / "large_files.yml").write_text("large_files:\n" + large_files, encoding="utf-8")
     for extra in ("docs", "LICENSE"):
         if (source / extra).is_dir():
             shutil.copytree(source / extra, staging / extra)

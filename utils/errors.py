@@ -22,8 +22,9 @@ __all__ = ["BriefErrors", "error_summary", "install_brief_errors", "mark_logged"
 # A failure inside a DataLoader worker is re-raised with the worker's traceback in the message (torch ExceptionWrapper).
 _WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
-# errors whose full traceback is already in the log file (written where they were raised, see ``mark_logged``)
-_logged: set[int] = set()
+# set on an error whose full traceback is already in the log file (written where it was raised, see ``mark_logged``);
+# an attribute of the error itself, not its ``id``, which a later error may reuse once this one is freed
+_LOGGED_FLAG = "_podium_traceback_logged"
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -47,7 +48,7 @@ def error_summary(exc: BaseException) -> str:
 def mark_logged(exc: BaseException) -> None:
     """Note that the full traceback of ``exc`` has been written to the log file already (an engine's handler did it
     where the error was raised), so that :class:`BriefErrors` does not write it twice."""
-    _logged.add(id(exc))
+    setattr(exc, _LOGGED_FLAG, True)
 
 
 class BriefErrors:
@@ -73,7 +74,7 @@ class BriefErrors:
             self.fallback(exc_type, exc, tb)
             return
         summary = error_summary(exc)
-        logged_before = any(id(e) in _logged for e in _chain(exc))
+        logged_before = any(getattr(e, _LOGGED_FLAG, False) for e in _chain(exc))
         lines = traceback.format_exception(exc_type, exc, tb, chain=not logged_before)
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

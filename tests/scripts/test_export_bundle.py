@@ -138,13 +138,13 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
                              files=files)
     assert (exported / "models" / "model.pt").is_file() and (exported / "LICENSE").is_file()
     assert not (tmp_path / "zoo" / f"{bundle}.partial").exists()
-    metadata = json.loads((exported / "configs" / "metadata.json").read_text())
+    metadata = json.loads((exported / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert metadata["version"] == "9.9.9" and metadata["changelog"]["9.9.9"] == "exported"
     assert {"pytorch-ignite", "tqdm"} <= set(metadata["optional_packages_version"])
-    large_files = (exported / "large_files.yml").read_text()
+    large_files = (exported / "large_files.yml").read_text(encoding="utf-8")
     assert '"models/model.pt"' in large_files and "sha256" in large_files
-    code = "\n".join(p.read_text() for p in exported.rglob("*.py")) + "".join(
-        p.read_text() for p in (exported / "configs").glob("*.json"))
+    code = "\n".join(p.read_text(encoding="utf-8") for p in exported.rglob("*.py")) + "".join(
+        p.read_text(encoding="utf-8") for p in (exported / "configs").glob("*.json"))
     assert "from networks" not in code and '"networks.' not in code
 
     # the zoo's checks (ci/verify_bundle.py, full mode) through the MONAI functions it calls
@@ -177,5 +177,5 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
          *[arg for key, value in (network | overrides).items() for arg in (f"--{key}", repr(value))]],
         cwd=exported, env=clean_env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((out / "inference_report.json").read_text())
+    report = json.loads((out / "inference_report.json").read_text(encoding="utf-8"))
     assert report["succeeded"] and not report["failed"]

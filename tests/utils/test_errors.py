@@ -65,3 +65,12 @@ def test_an_unwritable_log_leaves_the_traceback_on_stderr(tmp_path, capsys, own_
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and f"cannot write {tmp_path / 'file' / 'log.txt'}" in err
     assert "ERROR: CaseReadError: case_7.png: image is 0x0" in err
+
+
+def test_a_logged_mark_stays_with_its_error_not_with_a_reused_id(tmp_path, own_excepthook):
+    for _ in range(50):  # freed errors' ids are reused by new ones: none of these may count as logged
+        mark_logged(_wrapped().__cause__.__cause__)
+    install_brief_errors(tmp_path / "log.txt")
+    error = _wrapped()
+    sys.excepthook(type(error), error, error.__traceback__)
+    assert (tmp_path / "log.txt").read_text().count("Traceback (most recent call last)") == 3

@@ -42,6 +42,7 @@ from scipy.ndimage import binary_erosion, gaussian_filter
 from data.rsna_cervical import LABEL_COLUMNS, SEGMENTATION_DIR, TEST_IMAGE_DIR, TRAIN_CSV, TRAIN_IMAGE_DIR
 from formats.dicom import LPS_TO_RAS
 from utils.atomic import write_text_atomic
+from utils.process_locale import keep_process_locale
 
 __all__ = ["add_arguments", "generate", "synthesize_study", "write_dicom_series"]
 
@@ -250,7 +251,8 @@ def write_dicom_series(
         io = itk.GDCMImageIO.New()
         io.KeepOriginalUIDOn()
         path = folder / f"{number}.dcm"
-        itk.imwrite(image, str(path), imageio=io)
+        with keep_process_locale():
+            itk.imwrite(image, str(path), imageio=io)
         if monochrome1:
             _set_monochrome1(path)
 

@@ -77,10 +77,11 @@ def test_loss_is_the_seeds_soft_dice_over_the_whole_batch():
     torch.testing.assert_close(loss(logits, target), seed)
 
 
-def test_model_is_selected_by_the_lowest_validation_loss_of_all_epochs_but_the_last():
+def test_model_is_selected_by_the_lowest_validation_loss_of_all_epochs_but_the_last(tmp_path):
     """The seed saves when the validation loss (the batch-size-weighted mean of the batches' soft Dice losses) is
     at most the lowest so far and the 0-based epoch index is at most epochs - 2."""
-    parser = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY, max_epochs=100).parser
+    out = {"output_dir": str(tmp_path)}  # the handlers it builds open their log folders
+    parser = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY, **out, max_epochs=100).parser
     assert list(parser.get_parsed_content("validate#key_metric")) == ["val_loss"]
     assert "val_mean_dice" in parser.get_parsed_content("validate#additional_metrics")
     saver = parser.get_parsed_content("validate#handlers")[-1]
@@ -94,7 +95,7 @@ def test_model_is_selected_by_the_lowest_validation_loss_of_all_epochs_but_the_l
         metric.update((logits, target))
     seed = sum(loss(x, y).item() * len(x) for x, y in batches) / 7  # train.py: valid_loss / len(valid_list)
     assert metric.compute() == pytest.approx(seed)
-    dice = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY, select_metric="val_mean_dice").parser
+    dice = ConfigWorkflow(config_file=TRAIN, workflow_type=None, **TINY, **out, select_metric="val_mean_dice").parser
     assert list(dice.get_parsed_content("validate#key_metric")) == ["val_mean_dice"]
 
 

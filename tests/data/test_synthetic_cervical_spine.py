@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import locale
 
 import nibabel as nib
 import numpy as np
@@ -59,3 +60,9 @@ def test_deterministic_and_options_parse(tmp_path, demo):
     add_arguments(parser)
     options = vars(parser.parse_args(["--size", "48", "--slices", "60", "--monochrome1-fraction", "0"]))
     assert options["size"] == 48 and options["slices"] == 60 and options["monochrome1_fraction"] == 0.0
+
+
+def test_writing_dicom_leaves_the_process_locale_as_it_was(tmp_path):
+    before = locale.setlocale(locale.LC_ALL)
+    generate(tmp_path, cases=1, seed=0, size=32, slices=32, test_cases=0)
+    assert locale.setlocale(locale.LC_ALL) == before  # ITK's GDCM writer sets "C" (ASCII text decoding) otherwise

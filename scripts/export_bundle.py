@@ -364,9 +364,18 @@ def export_bundle(
     return out_dir
 
 
-def _weight_argument(text: str) -> tuple[str, str]:
+def _weights_argument(text: str) -> tuple[str, str]:
+    """``SETTING=CKPT``, or a bare ``CKPT`` for the usual ``model_path``."""
     setting, sep, path = text.partition("=")
     return (setting, path) if sep else ("model_path", text)
+
+
+def _file_argument(text: str) -> tuple[str, str]:
+    """``SETTING=FILE``: a data file has no default setting to fill."""
+    setting, sep, path = text.partition("=")
+    if not sep or not setting:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the setting the file fills, SETTING=FILE")
+    return setting, path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -376,9 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=__doc__.split("Examples::", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", help="bundle name (a folder of bundles/)")
     parser.add_argument("out_dir", type=Path, help="the new bundle folder (must not exist)")
-    parser.add_argument("--weights", nargs="+", required=True, type=_weight_argument, metavar="[SETTING=]CKPT",
+    parser.add_argument("--weights", nargs="+", required=True, type=_weights_argument, metavar="[SETTING=]CKPT",
                         help="checkpoint(s); SETTING is the inference.json setting it fills (default model_path)")
-    parser.add_argument("--file", nargs="+", default=[], type=_weight_argument, metavar="SETTING=FILE", dest="files",
+    parser.add_argument("--file", nargs="+", default=[], type=_file_argument, metavar="SETTING=FILE", dest="files",
                         help="other file(s) the inference reads, copied into resources/ (e.g. prior_csv=train.csv)")
     parser.add_argument("--model-key", help="checkpoint entry to export when it holds several networks (teacher)")
     parser.add_argument("--version", help="version of the exported bundle (default: the bundle's own)")

@@ -68,6 +68,9 @@ def test_bad_requests_stop_before_writing(tmp_path, capsys):
         export_bundle("no_such_bundle", tmp_path / "out", [("model_path", "x.pt")])
     with pytest.raises(ValueError, match="its path settings: .*model_path"):
         export_bundle("carotid_plaque_ultrasound", tmp_path / "out", [("model_pth", "x.pt")])
+    with pytest.raises(SystemExit):  # a data file names the setting it fills: it must not replace model_path
+        main(["carotid_plaque_ultrasound", str(tmp_path / "out"), "--weights", "x.pt", "--file", "train.csv"])
+    assert "SETTING=FILE" in capsys.readouterr().err
     (tmp_path / "exists").mkdir()
     assert main(["carotid_plaque_ultrasound", str(tmp_path / "exists"), "--weights", "x.pt"]) == 1
     assert "exists" in capsys.readouterr().err

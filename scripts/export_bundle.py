@@ -353,7 +353,9 @@ def export_bundle(
 
     large_files = "".join(
         f'  - path: "models/{name}"\n    url: "https://REPLACE-WITH-THE-URL-OF/{name}"\n'
-        f'    hash_val: "{_sha256(staging / "models" / name)}"\n    hash_type: "sha256"\n' for _, _, name in weight_files)
+        f'    hash_val: "{_sha256(staging / "models" / name)}"\n    hash_type: "sha256"\n'
+        for _, _, name in weight_files
+    )
     (staging / "large_files.yml").write_text("large_files:\n" + large_files, encoding="utf-8")
     for extra in ("docs", "LICENSE"):
         if (source / extra).is_dir():

@@ -37,7 +37,8 @@ def test_configs_name_their_modules_and_the_closure_adds_imports_and_packages():
 
 
 def test_code_moves_under_scripts_and_paths_under_bundle_root():
-    source = "from networks.checkpoint import load_weights\ndef f():\n    import data.fugc as fugc\nimport numpy as np\n"
+    source = ("from networks.checkpoint import load_weights\ndef f():\n    import data.fugc as fugc\n"
+              "import numpy as np\n")
     assert rewrite_imports(source) == (
         "from scripts.networks.checkpoint import load_weights\ndef f():\n    import scripts.data.fugc as fugc\n"
         "import numpy as np\n")

@@ -20,7 +20,8 @@ def test_each_round_selects_with_the_previous_networks_then_trains_both_from_the
     assert pvt[pvt.index("--selection_path") + 1] == "runs/x/pseudo_labels/round2/selection.json"
     assert pvt[pvt.index("--init_model_path") + 1] == "runs/x/self_training/round1/pvt_v2_b1/models/model.pt"
     assert resnet[resnet.index("--output_dir") + 1] == "runs/x/self_training/round2/resnet34d"
-    assert f"{rounds.CONFIGS}/resnet.json" in _config_files(resnet) and f"{rounds.CONFIGS}/resnet.json" not in _config_files(pvt)
+    resnet_config = f"{rounds.CONFIGS}/resnet.json"
+    assert resnet_config in _config_files(resnet) and resnet_config not in _config_files(pvt)
 
 
 def test_rounds_run_in_order_and_stop_at_the_first_failure(monkeypatch, capsys):

@@ -39,6 +39,7 @@ __all__ = [
     "OnnxRuntimeNetwork",
     "OpenVINONetwork",
     "TorchRuntime",
+    "backend_packages",
     "build_runtime",
     "import_runtime",
     "resolve_backend",
@@ -62,6 +63,13 @@ def import_runtime(backend: str) -> Any:
             f"backend {backend!r} needs the package {package!r}, which is not installed: "
             f"pip install {package} (or set backend to 'torch')"
         ) from error
+
+
+def backend_packages(backend: str) -> tuple[str, ...]:
+    """The packages that ``backend`` imports when it runs (lazily, through importlib, so an import scan of the code
+    does not see them): none for torch; ``onnx``, which writes the exported network, and the runtime's own."""
+    package = BACKENDS[backend]
+    return () if package is None else ("onnx", package)
 
 
 def resolve_backend(setting: str, device: str | torch.device, auto_cpu: str = "torch") -> str:

@@ -76,8 +76,8 @@ def resolve_backend(setting: str, device: str | torch.device, auto_cpu: str = "t
     """The backend that the ``backend`` setting ``setting`` means on ``device``.
 
     ``"auto"`` is ``auto_cpu`` when the network runs on the CPU and ``"torch"`` on any other device (ONNX Runtime
-    and OpenVINO run on the CPU here). When the package of the auto-chosen backend is missing, the network runs
-    by torch and one warning names the package; a backend asked for by name whose package is missing raises
+    and OpenVINO run on the CPU here). When a package of the auto-chosen backend (:func:`backend_packages`) is
+    missing, the network runs by torch and one warning names the package; a backend asked for by name whose package is missing raises
     :class:`ImportError` later, in :func:`build_runtime`.
 
     Args:
@@ -94,16 +94,17 @@ def resolve_backend(setting: str, device: str | torch.device, auto_cpu: str = "t
         raise ValueError(f"auto_cpu_backend {auto_cpu!r} is not one of {list(BACKENDS)}")
     if setting != AUTO:
         return setting
-    if torch.device(device).type != "cpu" or BACKENDS[auto_cpu] is None:
+    if torch.device(device).type != "cpu":
         return "torch"
-    try:
-        import_runtime(auto_cpu)
-    except ImportError:
-        logger.warning(
-            "backend 'auto' means %r on the CPU, but its package %r is not installed: running the network by torch "
-            "(pip install %s for the faster path)", auto_cpu, BACKENDS[auto_cpu], BACKENDS[auto_cpu]
-        )
-        return "torch"
+    for package in backend_packages(auto_cpu):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            logger.warning(
+                "backend 'auto' means %r on the CPU, but the package %r is not installed: running the network by "
+                "torch (pip install %s for the faster path)", auto_cpu, package, package
+            )
+            return "torch"
     return auto_cpu
 
 

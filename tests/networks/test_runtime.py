@@ -127,10 +127,14 @@ def test_auto_backend_falls_back_to_torch_with_one_warning_when_its_package_is_m
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     with caplog.at_level("WARNING", logger="networks.runtime"):
         assert resolve_backend("auto", "cpu", "openvino") == "torch"
-    assert len(caplog.records) == 1 and "'openvino' is not installed" in caplog.records[0].getMessage()
+    assert len(caplog.records) == 1 and "the package 'openvino' is not installed" in caplog.records[0].getMessage()
     caplog.clear()
     assert resolve_backend("auto", "cuda", "openvino") == "torch" and not caplog.records  # never needed there
     assert resolve_backend("openvino", "cpu") == "openvino"  # asked for by name: build_runtime raises ImportError
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the export the runtimes need
+    with caplog.at_level("WARNING", logger="networks.runtime"):
+        assert resolve_backend("auto", "cpu", "onnxruntime") == "torch"
+    assert "the package 'onnx' is not installed" in caplog.records[-1].getMessage()
 
 
 @pytest.mark.parametrize(("setting", "auto_cpu", "named"), [("tensorrt", "torch", "backend 'tensorrt'"),

@@ -28,7 +28,7 @@ from monai.inferers import Inferer, SimpleInferer
 from tqdm import tqdm
 
 from engines.prepare_batch import to_plain_tensor
-from networks.runtime import build_runtime
+from networks.runtime import build_runtime, resolve_backend
 from transforms.writers import CaseWriterd
 from utils.atomic import atomic_group, write_text_atomic
 from utils.errors import error_summary
@@ -184,7 +184,11 @@ class CaseInferenceWorkflow:
             ``"auto"``, ``"fp32"`` (exactly fp32), ``"bf16"``, ``"bf16+channels_last"``, ...; default from ``amp``.
         auto_cpu_precision: what ``"auto"`` means on a CPU with native bf16 (the bundle's measured fastest path).
         backend: who executes the network: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``
-            (:func:`networks.runtime.build_runtime`; the last two export it to ONNX at the first case, CPU only).
+            (:func:`networks.runtime.build_runtime`; the last two export it to ONNX at the first case, CPU only),
+            or ``"auto"``: ``auto_cpu_backend`` when ``device`` is the CPU, ``"torch"`` elsewhere
+            (:func:`networks.runtime.resolve_backend`).
+        auto_cpu_backend: what ``backend: "auto"`` means on the CPU (the bundle's measured fastest backend); when
+            its package is missing, the network runs by torch with a warning naming the package.
         report_path: where to write the JSON report, if anywhere.
         writers: the writers whose outputs are checked before each case; default: those found in
             ``postprocessing`` (:func:`find_writers`).
@@ -207,6 +211,7 @@ class CaseInferenceWorkflow:
         precision: str | None = None,
         auto_cpu_precision: str = "bf16+channels_last",
         backend: str = "torch",
+        auto_cpu_backend: str = "torch",
         image_key: str = "image",
         pred_key: str = "pred",
         case_key: str = "case",
@@ -227,7 +232,7 @@ class CaseInferenceWorkflow:
         if precision is None:
             precision = ("fp16" if self.device.type == "cuda" else "bf16") if amp else "fp32"
         self.precision = resolve_precision(precision, self.device, auto_cpu_precision)
-        self.backend = backend
+        self.backend = resolve_backend(backend, self.device, auto_cpu_backend)
         self.image_key = image_key
         self.pred_key = pred_key
         self.case_key = case_key

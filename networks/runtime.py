@@ -12,13 +12,17 @@ workflow use it unchanged:
   OpenVINO runs in bf16 where the precision asks for it (its ``INFERENCE_PRECISION_HINT``; OpenVINO's own default
   on a bf16 CPU is bf16, so fp32 is asked for explicitly); ONNX Runtime has no bf16 CPU kernels and runs fp32.
 
-The runtimes are optional packages: a missing one raises :class:`ImportError` naming the package to install.
+A missing runtime package raises :class:`ImportError` naming it. Which backend runs is the ``backend`` setting of the
+inference configs, resolved by :func:`resolve_backend`: a backend name, or ``"auto"``: the bundle's own CPU choice
+(``auto_cpu_backend``, the fastest path of its benchmark, see each bundle's docs) when the network runs on the CPU,
+``torch`` on CUDA (the runtimes here are CPU only).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,10 +33,24 @@ from torch import nn
 from networks.onnx import INPUT_NAME, export_onnx
 from utils.precision import Precision
 
-__all__ = ["BACKENDS", "OnnxRuntimeNetwork", "OpenVINONetwork", "TorchRuntime", "build_runtime", "import_runtime"]
+__all__ = [
+    "AUTO",
+    "BACKENDS",
+    "OnnxRuntimeNetwork",
+    "OpenVINONetwork",
+    "TorchRuntime",
+    "backend_packages",
+    "build_runtime",
+    "import_runtime",
+    "resolve_backend",
+]
+
+logger = logging.getLogger(__name__)
 
 #: backend name -> the package it needs (None: none beyond torch).
 BACKENDS = {"torch": None, "onnxruntime": "onnxruntime", "openvino": "openvino"}
+#: the backend setting that leaves the choice to the device: the bundle's ``auto_cpu_backend`` on a CPU, else torch.
+AUTO = "auto"
 
 
 def import_runtime(backend: str) -> Any:
@@ -45,6 +63,49 @@ def import_runtime(backend: str) -> Any:
             f"backend {backend!r} needs the package {package!r}, which is not installed: "
             f"pip install {package} (or set backend to 'torch')"
         ) from error
+
+
+def backend_packages(backend: str) -> tuple[str, ...]:
+    """The packages that ``backend`` imports when it runs (lazily, through importlib, so an import scan of the code
+    does not see them): none for torch; ``onnx``, which writes the exported network, and the runtime's own."""
+    package = BACKENDS[backend]
+    return () if package is None else ("onnx", package)
+
+
+def resolve_backend(setting: str, device: str | torch.device, auto_cpu: str = "torch") -> str:
+    """The backend that the ``backend`` setting ``setting`` means on ``device``.
+
+    ``"auto"`` is ``auto_cpu`` when the network runs on the CPU and ``"torch"`` on any other device (ONNX Runtime
+    and OpenVINO run on the CPU here). When a package of the auto-chosen backend (:func:`backend_packages`) is
+    missing, the network runs by torch and one warning names the package; a backend asked for by name whose package is missing raises
+    :class:`ImportError` later, in :func:`build_runtime`.
+
+    Args:
+        setting: ``"auto"`` or one of :data:`BACKENDS`.
+        device: where the network runs.
+        auto_cpu: what ``"auto"`` means on a CPU (one of :data:`BACKENDS`): the bundle's measured fastest backend.
+
+    Raises:
+        ValueError: ``setting`` or ``auto_cpu`` is not a valid value (the message lists the valid ones).
+    """
+    if setting != AUTO and setting not in BACKENDS:
+        raise ValueError(f"backend {setting!r} is not one of {[AUTO, *BACKENDS]}")
+    if auto_cpu not in BACKENDS:
+        raise ValueError(f"auto_cpu_backend {auto_cpu!r} is not one of {list(BACKENDS)}")
+    if setting != AUTO:
+        return setting
+    if torch.device(device).type != "cpu":
+        return "torch"
+    for package in backend_packages(auto_cpu):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            logger.warning(
+                "backend 'auto' means %r on the CPU, but the package %r is not installed: running the network by "
+                "torch (pip install %s for the faster path)", auto_cpu, package, package
+            )
+            return "torch"
+    return auto_cpu
 
 
 def _memory_format(ndim: int) -> torch.memory_format:
@@ -171,7 +232,7 @@ def build_runtime(
     """
     precision = precision if precision is not None else Precision()
     if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is not one of {sorted(BACKENDS)}")
+        raise ValueError(f"backend {backend!r} is not one of {list(BACKENDS)} (resolve 'auto' by resolve_backend)")
     if backend == "torch":
         return TorchRuntime(network, precision, device)
     if torch.device(device).type != "cpu":

@@ -5,8 +5,9 @@ Usage: ``python scripts/benchmark.py BUNDLE [--device cpu|cuda] [--warmup N] [--
 a bundle's options. Each bundle's benchmark is ``benchmarks/<bundle>.py`` (see ``benchmarks/__init__.py``);
 new ones are found automatically. The inference paths include ONNX Runtime and OpenVINO (fp32, bf16) where
 installed, and the run ends naming the path the bundle's ``inference.json`` takes by default on this machine
-(its ``precision`` setting, :func:`utils.precision.resolve_precision`). This is a measuring tool, never a timed test: run it on an idle machine and
-read the load average it prints before trusting a figure.
+(its ``precision`` and ``backend`` settings, :func:`utils.precision.resolve_precision` and
+:func:`networks.runtime.resolve_backend`). This is a measuring tool, never a timed test: run it on an idle machine
+and read the load average it prints before trusting a figure.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 
 from benchmarks import available_benchmarks, load_benchmark  # noqa: E402
 from benchmarks.common import Report, environment, resolve_device  # noqa: E402
+from networks.runtime import resolve_backend  # noqa: E402
 from utils.precision import resolve_precision  # noqa: E402
 
 #: warm-up calls and timed repeats per inference path when not given: the CPU is slow, a GPU is not.
@@ -74,8 +76,8 @@ def build_parser(bundle: str | None = None) -> argparse.ArgumentParser:
 
 
 def default_path(bundle: str, device: torch.device) -> dict[str, str] | None:
-    """The precision and backend the bundle's ``inference.json`` runs with on ``device`` by default (None when it
-    has no plain ``precision`` setting)."""
+    """The precision and backend the bundle's ``inference.json`` runs with on ``device`` by default, its settings
+    and what they resolve to (None when it has no plain ``precision`` setting)."""
     try:
         config = json.loads((REPO_ROOT / "bundles" / bundle / "configs" / "inference.json").read_text())
     except (OSError, ValueError):
@@ -85,7 +87,9 @@ def default_path(bundle: str, device: torch.device) -> dict[str, str] | None:
         return None
     auto_cpu = config.get("auto_cpu_precision", "bf16+channels_last")
     precision = resolve_precision(setting, device, auto_cpu).name
-    return {"precision": setting, "path": precision, "backend": config.get("backend", "torch")}
+    backend_setting = config.get("backend", "torch")
+    backend = resolve_backend(backend_setting, device, config.get("auto_cpu_backend", "torch"))
+    return {"precision": setting, "path": precision, "backend_setting": backend_setting, "backend": backend}
 
 
 def _jsonable(value: Any) -> Any:
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if default is not None:
         report.line(
             f"\ninference.json's default here: precision {default['precision']!r} -> {default['path']}, backend "
-            f"{default['backend']}"
+            f"{default['backend_setting']!r} -> {default['backend']}"
         )
     figures = {
         "bundle": args.bundle,

@@ -11,7 +11,9 @@ writes what the Model Zoo expects (https://docs.monai.io/en/stable/mb_specificat
   the bundle written as ``@bundle_root + '/...'``, ``bundle_root`` set to ``"."`` (the zoo's convention: run from
   the bundle folder or pass ``--bundle_root``), and the weight settings pointing at ``models/``;
 - ``configs/metadata.json``: ``version`` and ``changelog`` (from ``--version`` / ``--changelog``), and every
-  third-party package the exported code imports with its installed version;
+  third-party package the exported code imports with its installed version, including the runtime of the
+  inference's default CPU backend (``openvino`` and ``onnx`` for ``backend: auto`` with
+  ``auto_cpu_backend: openvino``), which the code imports lazily;
 - ``models/model.pt`` (+ further weight files for ensembles), each a plain state dict, and ``large_files.yml``
   naming them with their SHA-256 and a URL for the user to fill in once the files are hosted;
 - ``docs/`` and ``LICENSE`` as they are.
@@ -49,6 +51,7 @@ if str(REPO_ROOT) not in sys.path:  # scripts/ is not a package: make the reposi
 import torch  # noqa: E402
 
 from networks.checkpoint import read_state_dict  # noqa: E402
+from networks.runtime import AUTO, BACKENDS, backend_packages  # noqa: E402
 
 __all__ = [
     "CODE_PACKAGE",
@@ -59,6 +62,7 @@ __all__ = [
     "modules_named_in_configs",
     "rewrite_config",
     "rewrite_imports",
+    "runtime_packages",
     "third_party_packages",
 ]
 
@@ -179,11 +183,31 @@ def import_closure(modules: Iterable[str], root: Path = REPO_ROOT) -> dict[str, 
     return closure
 
 
-def third_party_packages(files: Iterable[Path], configs: Iterable[Mapping] = (), root: Path = REPO_ROOT
-                         ) -> dict[str, str]:
+def runtime_packages(inference: Mapping) -> set[str]:
+    """The packages of the backend that the inference config runs by default on the CPU: its ``backend`` setting,
+    or for ``"auto"`` its ``auto_cpu_backend`` (:func:`networks.runtime.resolve_backend`); none for torch or a
+    setting computed by an expression. :mod:`networks.runtime` imports them lazily, so the import scan misses them.
+    """
+    setting = inference.get("backend", "torch")
+    backend = inference.get("auto_cpu_backend", "torch") if setting == AUTO else setting
+    return set(backend_packages(backend)) if isinstance(backend, str) and backend in BACKENDS else set()
+
+
+def third_party_packages(files: Iterable[Path], configs: Iterable[Mapping] = (), root: Path = REPO_ROOT,
+                         lazy_imports: Iterable[str] = ()) -> dict[str, str]:
     """The installed distributions (name -> version) that the exported code and the configs' ``$import`` lines
-    import, standard library excluded."""
-    names: set[str] = set()
+    import, standard library excluded, and those of ``lazy_imports`` (top-level names the code imports through
+    importlib, which the scan cannot see).
+
+    Raises:
+        ImportError: a name of ``lazy_imports`` is not installed (its version cannot be recorded).
+    """
+    names = set(lazy_imports)
+    distributions = importlib.metadata.packages_distributions()
+    missing = sorted(name for name in names if name not in distributions)
+    if missing:
+        raise ImportError(f"the exported bundle runs {missing}, not installed here: pip install {' '.join(missing)} "
+                          "to export (the metadata records the installed version)")
     for path in files:
         module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
         names |= _imported_modules(path, module, root)[1]
@@ -192,7 +216,6 @@ def third_party_packages(files: Iterable[Path], configs: Iterable[Mapping] = (),
             match = re.match(r"\$\s*(?:import|from)\s+(\w+)", value)
             if match and match.group(1) not in LIBRARY_PACKAGES:
                 names.add(match.group(1))
-    distributions = importlib.metadata.packages_distributions()
     packages = {}
     for name in sorted(names - set(sys.stdlib_module_names) - {"__future__"}):
         for dist in distributions.get(name, []):
@@ -338,7 +361,7 @@ def export_bundle(
         if extra.suffix != ".json":
             shutil.copy2(extra, staging / "configs" / extra.name)
 
-    packages = third_party_packages(closure.values(), configs.values())
+    packages = third_party_packages(closure.values(), configs.values(), lazy_imports=runtime_packages(inference))
     for dist, field in VERSION_FIELDS.items():
         if dist in packages:
             metadata[field] = packages.pop(dist).split("+")[0]  # 2.13.0+cpu: the release, not the local build

@@ -235,11 +235,27 @@ def test_amp_without_precision_keeps_its_meaning():
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_runtime_backends_give_the_torch_fp32_prediction(backend):
-    if backend == "openvino":  # optional (requirements.txt has onnx and onnxruntime)
-        pytest.importorskip("openvino")
     written = {}
     workflow, net = _conv_workflow(written, backend=backend, precision="fp32")
     workflow.run()
     image, pred = written["a"]
     with torch.inference_mode():
         torch.testing.assert_close(pred, net(image[None])[0], atol=1e-4, rtol=1e-3)
+
+
+def test_backend_auto_runs_the_bundles_cpu_backend_on_the_cpu(caplog):
+    written = {}
+    workflow, net = _conv_workflow(written, backend="auto", auto_cpu_backend="openvino", precision="fp32")
+    assert workflow.backend == "openvino"
+    with caplog.at_level("INFO", logger="engines.inference"):
+        workflow.run()
+    assert any("network run by openvino in f32" in record.getMessage() for record in caplog.records)
+    image, pred = written["a"]
+    with torch.inference_mode():
+        torch.testing.assert_close(pred, net(image[None])[0], atol=1e-4, rtol=1e-3)
+    assert _conv_workflow({}, backend="auto")[0].backend == "torch"  # no auto_cpu_backend: torch
+
+
+def test_a_wrong_backend_stops_the_workflow_naming_the_valid_values():
+    with pytest.raises(ValueError, match=r"backend 'openvnio' is not one of \['auto', 'torch', 'onnxruntime'"):
+        _conv_workflow({}, backend="openvnio")

@@ -1,5 +1,6 @@
 """ONNX export with dynamic axes and the inference backends (torch precisions, ONNX Runtime, OpenVINO) on tiny
-networks: every backend agrees with PyTorch fp32, at two input sizes and batch sizes from one export."""
+networks: every backend agrees with PyTorch fp32, at two input sizes and batch sizes from one export; what the
+backend setting (``auto`` included) resolves to."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from inferers.flip_tta import FlipTTAInferer
 from networks.ensemble import ProbabilityEnsemble
 from networks.magnet import MagnetNet
-from networks.runtime import TorchRuntime, build_runtime
+from networks.runtime import BACKENDS, TorchRuntime, build_runtime, resolve_backend
 from networks.unet_plus_plus import UNet, UNetPlusPlus, seg_det_probabilities
 from utils.precision import Precision
 
@@ -79,8 +80,6 @@ def test_onnx_export_has_dynamic_batch_and_spatial_axes(name, tmp_path):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_runtime_backends_agree_with_torch_fp32_at_two_sizes(backend, name):
-    if backend == "openvino":  # optional (requirements.txt has onnx and onnxruntime)
-        pytest.importorskip("openvino")
     factory, channels = NETWORKS[name]
     net = factory()
     runtime = build_runtime(net, backend, Precision())
@@ -95,7 +94,6 @@ def test_runtime_backends_agree_with_torch_fp32_at_two_sizes(backend, name):
 
 
 def test_openvino_bf16_runs_in_bf16_and_still_agrees():
-    pytest.importorskip("openvino")
     net, x = _magnet(), torch.randn(1, 2, 64, 64)
     runtime = build_runtime(net, "openvino", Precision(torch.bfloat16))
     assert runtime.inference_precision == "bf16"
@@ -114,3 +112,35 @@ def test_bad_backend_settings_are_refused_clearly(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     with pytest.raises(ImportError, match="pip install openvino"):
         build_runtime(net, "openvino")
+
+
+def test_auto_backend_is_the_bundles_cpu_choice_on_the_cpu_and_torch_elsewhere():
+    for backend in BACKENDS:
+        assert resolve_backend("auto", "cpu", backend) == backend
+        assert resolve_backend("auto", "cuda", backend) == "torch"
+        assert resolve_backend("auto", torch.device("cuda", 1), backend) == "torch"
+        assert resolve_backend(backend, "cpu", "openvino") == backend  # a named backend is taken as written
+    assert resolve_backend("auto", "cpu") == "torch"
+
+
+def test_auto_backend_falls_back_to_torch_with_one_warning_when_its_package_is_missing(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    with caplog.at_level("WARNING", logger="networks.runtime"):
+        assert resolve_backend("auto", "cpu", "openvino") == "torch"
+    assert len(caplog.records) == 1 and "the package 'openvino' is not installed" in caplog.records[0].getMessage()
+    caplog.clear()
+    assert resolve_backend("auto", "cuda", "openvino") == "torch" and not caplog.records  # never needed there
+    assert resolve_backend("openvino", "cpu") == "openvino"  # asked for by name: build_runtime raises ImportError
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the export the runtimes need
+    with caplog.at_level("WARNING", logger="networks.runtime"):
+        assert resolve_backend("auto", "cpu", "onnxruntime") == "torch"
+    assert "the package 'onnx' is not installed" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize(("setting", "auto_cpu", "named"), [("tensorrt", "torch", "backend 'tensorrt'"),
+                                                            ("auto", "auto", "auto_cpu_backend 'auto'"),
+                                                            ("Torch", "openvino", "backend 'Torch'")])
+def test_bad_backend_values_stop_with_the_valid_values(setting, auto_cpu, named):
+    with pytest.raises(ValueError, match=named) as error:
+        resolve_backend(setting, "cpu", auto_cpu)
+    assert all(repr(backend) in str(error.value) for backend in BACKENDS)

@@ -27,6 +27,7 @@ from benchmarks.common import (
     pick_fastest,
     time_inference,
 )
+from networks.runtime import resolve_backend
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "benchmark.py"
@@ -126,7 +127,10 @@ def test_quick_run_prints_every_section_and_saves_the_json(tmp_path: Path) -> No
     assert inference["fastest"] in paths
     for runtime in ("onnxruntime", "openvino", "openvino+bf16"):  # ok, or skipped naming what is missing
         assert paths[runtime]["status"] == "ok" or paths[runtime]["status"].startswith("skipped"), runtime
-    assert figures["default_path"]["precision"] == "auto" and figures["default_path"]["backend"] == "torch"
+    default = figures["default_path"]
+    assert default["precision"] == "auto" and default["backend_setting"] == "auto"
+    assert default["backend"] == resolve_backend("auto", "cpu", "openvino")  # carotid's auto_cpu_backend
+    assert f"backend 'auto' -> {default['backend']}" in done.stdout
 
     loops = {loop["name"]: loop for loop in sections["training"]["loops"]}
     bare, trainer = loops["bare PyTorch loop"], loops["SupervisedTrainer (bundle)"]

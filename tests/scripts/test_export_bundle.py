@@ -19,6 +19,8 @@ from scripts.export_bundle import (
     modules_named_in_configs,
     rewrite_config,
     rewrite_imports,
+    runtime_packages,
+    third_party_packages,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +36,19 @@ def test_configs_name_their_modules_and_the_closure_adds_imports_and_packages():
     assert {"networks", "networks.magnet", "networks.encoders", "networks.encoders.base",
             "networks.encoders.convnext"} <= set(closure)
     assert not any(name.startswith(("engines", "scripts", "benchmarks")) for name in closure)
+
+
+def test_the_default_cpu_backends_packages_are_listed_though_imported_lazily(monkeypatch):
+    assert runtime_packages({"backend": "auto", "auto_cpu_backend": "openvino"}) == {"onnx", "openvino"}
+    assert runtime_packages({"backend": "onnxruntime"}) == {"onnx", "onnxruntime"}
+    assert runtime_packages({"backend": "auto", "auto_cpu_backend": "torch"}) == set()
+    assert runtime_packages({"backend": "torch", "auto_cpu_backend": "openvino"}) == set()
+    assert runtime_packages({}) == set() and runtime_packages({"backend": "$@fast"}) == set()
+    packages = third_party_packages([], lazy_imports={"onnx", "openvino"})
+    assert set(packages) == {"onnx", "openvino"}
+    monkeypatch.setattr("importlib.metadata.packages_distributions", lambda: {"onnx": ["onnx"]})
+    with pytest.raises(ImportError, match=r"\['openvino'\], not installed here: pip install openvino"):
+        third_party_packages([], lazy_imports={"onnx", "openvino"})
 
 
 def test_code_moves_under_scripts_and_paths_under_bundle_root():
@@ -145,6 +160,8 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
     metadata = json.loads((exported / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert metadata["version"] == "9.9.9" and metadata["changelog"]["9.9.9"] == "exported"
     assert {"pytorch-ignite", "tqdm"} <= set(metadata["optional_packages_version"])
+    inference = json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
+    assert runtime_packages(inference) <= set(metadata["optional_packages_version"])
     large_files = (exported / "large_files.yml").read_text(encoding="utf-8")
     assert '"models/model.pt"' in large_files and "sha256" in large_files
     code = "\n".join(p.read_text(encoding="utf-8") for p in exported.rglob("*.py")) + "".join(

@@ -276,8 +276,8 @@ def test_cpu_settings_exist_resolve_and_reach_every_prediction(trained, dataset)
 
 def test_fp32_inference_is_the_ensembles_exact_fp32_argmax(trained, tmp_path):
     cases = _mixed_size_cases(tmp_path / "cases")
-    run_bundle(INFERENCE, input_dir=str(cases), runs_dir=str(trained / "self_training"), output_dir=str(tmp_path / "fp32"),
-               precision="fp32", **NETS_TINY)
+    run_bundle(INFERENCE, input_dir=str(cases), runs_dir=str(trained / "self_training"),
+               output_dir=str(tmp_path / "fp32"), precision="fp32", **NETS_TINY)
     parser = ConfigParser()
     parser.read_config(INFERENCE)
     parser.update({"runs_dir": str(trained / "self_training"), **NETS_TINY, "device": "cpu"})

@@ -6,9 +6,12 @@ docs/README.md).
 2. Inference per image (batch 1, ``3 x 336 x 544``, the challenge's size; FUGC ran its test on the CPU: the
    7th-place solution took 349.6 ms per image, the winner 315.9 ms) of each network and of the bundle's logit
    ensemble (``networks.ensemble.ProbabilityEnsemble`` with the identity, as ``inference.json``), through every
-   path of ``benchmarks.common.candidate_paths``; the fastest path whose labels agree with fp32's on
-   >= ``--min-agreement`` (99.5 %) of the pixels is named. Random weights unless ``--checkpoints`` gives the two
-   trained ones (an untrained network's logits are near ties, so its agreement says little).
+   path of ``benchmarks.common.candidate_paths`` (PyTorch eager fp32 / channels_last / bf16, TorchScript,
+   compile, ONNX Runtime, OpenVINO fp32 / bf16), each with its label agreement with fp32 (argmax of the logits,
+   fraction of the pixels); the fastest path keeping >= ``--min-agreement`` (99.5 %) is named, and the script
+   ends with the path ``inference.json`` takes by default on this machine. Random weights unless
+   ``--checkpoints`` gives the two trained ones (an untrained network's logits are near ties, so its agreement
+   says little).
 3. Training: seconds per iteration of the bundle's ``UniMatchTrainer`` (4 labelled + 4 unlabelled + 4 mix
    images, the recipe's batch) against a plain ``SupervisedTrainer`` iteration on 4 labelled images, for the PVT
    network, with train.json's losses and weights.
@@ -24,6 +27,7 @@ from monai.bundle import ConfigParser
 from monai.engines import SupervisedTrainer
 
 from benchmarks.common import (
+    PathResult,
     Report,
     StepClock,
     argmax_agreement,
@@ -105,7 +109,7 @@ def _inference(models: dict, size: tuple[int, int], device: torch.device, args, 
     report.line(f"warm-up {args.warmup}, median of {args.repeats} runs; random image in [0, 1]")
     example = torch.rand(1, 3, *size, device=device)
     configurations = {**models, "logit ensemble": ProbabilityEnsemble(list(models.values()), torch.nn.Identity())}
-    rows = []
+    rows, path_rows = [], []
     for name, network in configurations.items():
         report.line(f"{name}:")
         candidates = candidate_paths(network.eval(), example, skip_compile=args.skip_compile)
@@ -113,14 +117,32 @@ def _inference(models: dict, size: tuple[int, int], device: torch.device, args, 
                                   log=report.line)  # fmt: skip
         fastest = pick_fastest(results, args.min_agreement)
         section[name] = {"paths": [r.as_dict() for r in results], "fastest": fastest and fastest.name}
+        path_rows += _path_rows(name, results)
         fp32 = results[0].median_ms
         rows.append([
             name, f"{fp32:.1f}" if fp32 else None, fastest and fastest.name,
             fastest and f"{fastest.median_ms:.1f}", fastest and f"{100 * fastest.agreement:.2f} %",
         ])  # fmt: skip
     report.line()
+    report.table(["network", "path", "median ms", "speed-up", "agreement", "status / note"], path_rows)
+    report.line()
     report.table(["network", "fp32 ms", f"fastest path (agreement >= {100 * args.min_agreement:g} %)", "ms",
                   "agreement"], rows)  # fmt: skip
+
+
+def _path_rows(network: str, results: list[PathResult]) -> list[list[str | None]]:
+    """One table row per path of ``network``: time, speed-up over fp32, label agreement with fp32, status."""
+    return [
+        [
+            network,
+            r.name,
+            None if r.median_ms is None else f"{r.median_ms:.1f}",
+            None if r.speedup is None else f"{r.speedup:.2f}x",
+            None if r.agreement is None else f"{100 * r.agreement:.3f} %",
+            r.note if r.ok else r.status,
+        ]
+        for r in results
+    ]
 
 
 def _loader(batches: list[dict], steps: int) -> list[dict]:

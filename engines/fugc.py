@@ -41,7 +41,9 @@ def evaluate_variants(
     postprocessing: Sequence[Callable[[dict], dict]],
     output_dir: str | os.PathLike,
     device: str | torch.device = "cpu",
-    amp: bool = False,
+    precision: str = "fp32",
+    auto_cpu_precision: str = "bf16+channels_last",
+    backend: str = "torch",
     title: str = "",
 ) -> dict[str, dict[str, Any]]:
     """Predict ``datalist`` with each variant into ``output_dir/<variant>/<case>.png`` and score it.
@@ -49,7 +51,9 @@ def evaluate_variants(
     ``postprocessing`` turns ``"pred"`` (logits) into a class map (``AsDiscreted(argmax=True)``); the network
     time per image (``time_ms``) is the workflow's. Prints the table and writes ``output_dir/scores.json``
     ``{variant: score table}``. A case that fails (unreadable image, or a label of the wrong size or values) is
-    reported by name by the workflow, left out of the scores and listed under ``"failed"``.
+    reported by name by the workflow, left out of the scores and listed under ``"failed"``. ``precision``,
+    ``auto_cpu_precision`` and ``backend`` run every variant as inference does
+    (:class:`engines.inference.CaseInferenceWorkflow`), so that the scores and times are those of the deployed path.
     """
     output_dir = Path(output_dir)
     tables = {}
@@ -61,7 +65,9 @@ def evaluate_variants(
             network,
             Compose([*postprocessing, writer]),
             device=device,
-            amp=amp,
+            precision=precision,
+            auto_cpu_precision=auto_cpu_precision,
+            backend=backend,
             report_path=output_dir / name / "inference_report.json",
             raise_on_failure=False,
             progress=False,

@@ -128,6 +128,8 @@ class PseudoLabelSelection:
         min_score: smallest score kept.
         top_fraction: largest fraction of the images kept.
         device: where the networks run.
+        precision, auto_cpu_precision, backend: how they run, as in
+            :class:`engines.inference.CaseInferenceWorkflow` (the bundle's inference settings).
     """
 
     def __init__(
@@ -139,6 +141,9 @@ class PseudoLabelSelection:
         min_score: float = 0.8,
         top_fraction: float = 0.5,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        auto_cpu_precision: str = "bf16+channels_last",
+        backend: str = "torch",
     ) -> None:
         self.network = FlipViewProbabilities(models)
         self.datalist = list(datalist)
@@ -147,6 +152,9 @@ class PseudoLabelSelection:
         self.min_score = min_score
         self.top_fraction = top_fraction
         self.device = device
+        self.precision = precision
+        self.auto_cpu_precision = auto_cpu_precision
+        self.backend = backend
         self.cases: dict[str, dict[str, Any]] = {}
         self._pseudo: dict[str, np.ndarray] = {}
 
@@ -160,8 +168,9 @@ class PseudoLabelSelection:
         """Predict, score, select and write; return the content of ``selection.json``."""
         self.cases, self._pseudo = {}, {}
         workflow = CaseInferenceWorkflow(
-            self.datalist, self.preprocessing, self.network, self._score, device=self.device, raise_on_failure=False
-        )
+            self.datalist, self.preprocessing, self.network, self._score, device=self.device, precision=self.precision,
+            auto_cpu_precision=self.auto_cpu_precision, backend=self.backend, raise_on_failure=False,
+        )  # fmt: skip
         report = workflow.run()
         kept = select_cases({c: v["score"] for c, v in self.cases.items()}, self.min_score, self.top_fraction)
         for case, pseudo in self._pseudo.items():

@@ -14,7 +14,9 @@ width being the skip's; the last stage joins two maps of one resolution, so both
 for ResNet) and the output is at full resolution; a 3x3 conv head gives the logits. Odd sizes (336 x 544 is
 not divisible by 32) are handled by resizing the upsampled map to its skip; a size the first map's stride does
 not divide (PVT's 4) gives a slightly larger last map, which :meth:`FUGCUNet.forward` resizes to the input
-(``decode`` alone returns it as it is: UniMatch's images, 336 x 544 or the demo's, are multiples of 4).
+(``decode`` alone returns it as it is: UniMatch's images, 336 x 544 or the demo's, are multiples of 4). Under
+tracing both resizes are always recorded, so that an ONNX export (:func:`networks.onnx.export_onnx`) traced on
+one size runs on any size.
 
 Parameters (3 input channels, 3 classes, counted by the tests): PVT-v2-b1 UNet 17,146,051 (encoder 13,496,000),
 ResNet34-D UNet 23,917,347 (encoder 21,303,904).
@@ -87,6 +89,6 @@ class FUGCUNet(SegmentationModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.decode(self.encode(x))
-        if logits.shape[2:] != x.shape[2:]:
+        if torch.jit.is_tracing() or logits.shape[2:] != x.shape[2:]:
             logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
         return logits

@@ -93,7 +93,8 @@ class UNetUpBlock(nn.Module):
     interpolation modes have no parameters.
 
     The upsampled map is resized to the skip's size when they differ (inputs not divisible by the encoder's
-    total stride), as MAGNET does.
+    total stride), as MAGNET does. Under tracing (TorchScript, ONNX export) the resize is always recorded, so that
+    a graph traced on one input size runs on any other (at equal sizes the resize is the identity).
 
     Args:
         spatial_dims: 2 or 3.
@@ -172,7 +173,7 @@ class UNetUpBlock(nn.Module):
             x = F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=self.align_corners)
         if self.upsample_skip:
             skip = F.interpolate(skip, scale_factor=self.skip_scale, mode=self.mode, align_corners=self.align_corners)
-        if x.shape[2:] != skip.shape[2:]:
+        if torch.jit.is_tracing() or x.shape[2:] != skip.shape[2:]:
             x = F.interpolate(x, size=skip.shape[2:], mode=self.mode, align_corners=self.align_corners)
         if self.up_conv is not None:
             x = self.up_conv(x)

@@ -1,6 +1,7 @@
 """The FUGC 2025 fetal cervix bundle as a user runs it: Model Zoo checks, UniMatch for both networks, automatic
 pseudo-label selection, the self-training stage, the logit-ensemble inference and evaluation, the challenge's
-model.py exported from the trained bundle, bad inputs and real ultrasound (PSFHS) images."""
+model.py exported from the trained bundle, bad inputs, real ultrasound (PSFHS) images, and the CPU deployment
+settings (precision, backend) of every prediction."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from formats.errors import CaseReadError
 from formats.png import save_png_atomic, save_rgb_png_atomic
 from tests.bundles.workflow import missing_workflow_properties, run_bundle
 from transforms.fugc import LoadFUGCCased
+from utils.precision import cpu_has_native_bf16, resolve_precision
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "fetal_cervix_ultrasound_segmentation" / "configs"
@@ -217,3 +219,121 @@ def test_configs_expose_monais_train_and_inference_workflow_properties(trained, 
     assert missing_workflow_properties(
         INFERENCE, "inference", input_dir=str(dataset / "test"), runs_dir=str(trained / "self_training"),
         output_dir=str(tmp_path / "pred"), **NETS_TINY) == []
+
+
+# ----------------------------------------------------------------------------------------------- CPU deployment
+
+
+def _benchmark_script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", REPO / "scripts" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _error_text(error: BaseException) -> str:
+    """The messages of ``error`` and of every error it was raised from (monai.bundle wraps the original)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
+
+
+def _mixed_size_cases(root: Path) -> Path:
+    """Images of two sizes: 32 x 48 (a multiple of the networks' strides) and 37 x 53 (where they resize)."""
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for name, size in (("even", (32, 48)), ("odd", (37, 53))):
+        _write_case(root, name, rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    return root
+
+
+def _labels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def test_cpu_settings_exist_resolve_and_reach_every_prediction(trained, dataset):
+    parser = ConfigParser()
+    parser.read_config(INFERENCE + [str(CONFIGS / "evaluate.json"), str(CONFIGS / "pseudo_labels.json")])
+    for consumer in ("runner", "evaluation", "selection"):  # inference, evaluation, pseudo-label prediction
+        for key in ("precision", "auto_cpu_precision", "backend"):
+            assert parser.get(f"{consumer}#{key}") == f"@{key}", (consumer, key)
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    assert (parser["precision"], parser["auto_cpu_precision"], parser["backend"]) == (
+        "auto", "bf16+channels_last", "torch")
+    assert "amp" not in parser
+    parser.update({"input_dir": str(dataset / "test"), "runs_dir": str(trained / "self_training"), **NETS_TINY,
+                   "device": "cpu"})
+    runner = parser.get_parsed_content("runner")
+    assert runner.precision == resolve_precision("auto", "cpu", "bf16+channels_last")
+    assert runner.precision.name == ("bf16+channels_last" if cpu_has_native_bf16() else "fp32")
+    # what scripts/benchmark.py prints as "inference.json's default here"
+    default = _benchmark_script().default_path("fetal_cervix_ultrasound_segmentation", torch.device("cpu"))
+    assert default == {"precision": "auto", "path": runner.precision.name, "backend": "torch"}
+
+
+def test_fp32_inference_is_the_ensembles_exact_fp32_argmax(trained, tmp_path):
+    cases = _mixed_size_cases(tmp_path / "cases")
+    run_bundle(INFERENCE, input_dir=str(cases), runs_dir=str(trained / "self_training"),
+               output_dir=str(tmp_path / "fp32"), precision="fp32", **NETS_TINY)
+    parser = ConfigParser()
+    parser.read_config(INFERENCE)
+    parser.update({"runs_dir": str(trained / "self_training"), **NETS_TINY, "device": "cpu"})
+    ensemble, preprocessing = parser.get_parsed_content("ensemble").eval(), parser.get_parsed_content("preprocessing")
+    written = _labels(tmp_path / "fp32")
+    assert set(written) == {"even", "odd"}
+    for name, labels in written.items():
+        image = preprocessing({"case": name, "image": str(cases / "images" / f"{name}.png")})["image"]
+        with torch.inference_mode():
+            expected = ensemble(image.as_tensor()[None].float())[0].argmax(0).numpy()
+        np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_backends_agree_with_torch_fp32_on_images_of_two_sizes(backend, trained, tmp_path):
+    # the logit ensemble exported to ONNX once (dynamic axes), then run on a size it was not traced on
+    pytest.importorskip(backend)  # openvino is optional (onnxruntime is in requirements.txt)
+    cases = _mixed_size_cases(tmp_path / "cases")
+    common = {"input_dir": str(cases), "runs_dir": str(trained / "self_training"), "precision": "fp32", **NETS_TINY}
+    run_bundle(INFERENCE, output_dir=str(tmp_path / "torch"), **common)
+    run_bundle(INFERENCE, output_dir=str(tmp_path / backend), backend=backend, **common)
+    reference, runtime = _labels(tmp_path / "torch"), _labels(tmp_path / backend)
+    assert set(runtime) == set(reference) == {"even", "odd"}
+    agree = sum(int((runtime[n] == reference[n]).sum()) for n in reference)
+    assert agree / sum(labels.size for labels in reference.values()) >= 0.995
+
+
+@pytest.mark.parametrize("config", ["inference.json", "evaluate.json", "pseudo_labels.json"])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("precision", "fp33", "precision 'fp33' is not 'auto' or '<dtype>[+channels_last]'"),
+        ("auto_cpu_precision", "int8", "precision 'int8' is not 'auto' or '<dtype>[+channels_last]'"),
+        ("backend", "tensorrt", "backend 'tensorrt' is not one of"),
+    ],
+)
+def test_a_wrong_setting_stops_the_run_naming_it(config, setting, value, message, trained, dataset, tmp_path):
+    files = INFERENCE if config == "inference.json" else INFERENCE + [str(CONFIGS / config)]
+    data = {"dataset_dir": str(dataset / "train"), "num_validation": 2} if config == "pseudo_labels.json" else {
+        "dataset_dir": str(dataset / "test"), "evaluate_all": True}
+    with pytest.raises(Exception) as failure:
+        run_bundle(files, input_dir=str(dataset / "test"), runs_dir=str(trained / "self_training"),
+                   output_dir=str(tmp_path / "out"), **data, **NETS_TINY, **{setting: value})
+    assert message in _error_text(failure.value)
+    assert not list((tmp_path / "out").rglob("*.png"))  # stopped before any case was written
+
+
+def test_benchmark_table_gives_every_paths_agreement():
+    from benchmarks.common import PathResult, TimingStats
+    from benchmarks.fetal_cervix_ultrasound_segmentation import _path_rows
+
+    results = [
+        PathResult("fp32", "ok", stats=TimingStats([20.0], warmup=0), agreement=1.0, speedup=1.0),
+        PathResult("bf16+channels_last", "ok", stats=TimingStats([8.0], warmup=0), agreement=0.99871, speedup=2.5),
+        PathResult("openvino", "skipped: package 'openvino' not installed (pip install openvino)"),
+    ]
+    rows = _path_rows("logit ensemble", results)
+    assert rows[1] == ["logit ensemble", "bf16+channels_last", "8.0", "2.50x", "99.871 %", ""]
+    assert rows[2][4] is None and rows[2][5].startswith("skipped: package 'openvino'")

@@ -1,5 +1,5 @@
 """The FUGC 2025 7th-place UNets: parameter counts at full size, output at the input's size (odd sizes too),
-encode/decode for UniMatch's feature perturbation."""
+encode/decode for UniMatch's feature perturbation, ONNX export that runs on any input size."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from networks.fugc_unet import FUGCUNet
+from networks.onnx import INPUT_NAME, export_onnx
 
 TINY = {
     "pvt_v2": {"dims": [8, 16, 24, 32], "num_heads": [1, 1, 1, 2], "depths": [1, 1, 1, 1]},
@@ -54,3 +55,19 @@ def test_decoder_stages_take_the_skip_widths_and_the_last_one_upsamples_both_inp
     assert [b.convs.conv_0.conv.out_channels for b in model.decoder.blocks] == list(reversed(skips))
     assert model.decoder.blocks[-1].upsample_skip
     assert model.decoder.output_reduction == (1, 1)
+
+
+@pytest.mark.parametrize("encoder", sorted(TINY))
+def test_onnx_export_traced_on_one_size_runs_on_sizes_of_other_strides(encoder, tmp_path):
+    # traced at a multiple of 32 (no resize taken in eager mode), run where the decoder and the output must resize
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = FUGCUNet(encoder, encoder_kwargs=TINY[encoder]).eval()
+    path = export_onnx(model, torch.rand(1, 3, 32, 64), tmp_path / "unet.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in [(32, 64), (42, 68), (37, 53)]:
+        x = torch.rand(2, 3, *size)
+        with torch.no_grad():
+            expected = model(x)
+        output = torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+        torch.testing.assert_close(output, expected, atol=1e-4, rtol=1e-4)

@@ -44,6 +44,7 @@ def evaluate_variants(
     precision: str = "fp32",
     auto_cpu_precision: str = "bf16+channels_last",
     backend: str = "torch",
+    auto_cpu_backend: str = "torch",
     title: str = "",
 ) -> dict[str, dict[str, Any]]:
     """Predict ``datalist`` with each variant into ``output_dir/<variant>/<case>.png`` and score it.
@@ -52,7 +53,7 @@ def evaluate_variants(
     time per image (``time_ms``) is the workflow's. Prints the table and writes ``output_dir/scores.json``
     ``{variant: score table}``. A case that fails (unreadable image, or a label of the wrong size or values) is
     reported by name by the workflow, left out of the scores and listed under ``"failed"``. ``precision``,
-    ``auto_cpu_precision`` and ``backend`` run every variant as inference does
+    ``auto_cpu_precision``, ``backend`` and ``auto_cpu_backend`` run every variant as inference does
     (:class:`engines.inference.CaseInferenceWorkflow`), so that the scores and times are those of the deployed path.
     """
     output_dir = Path(output_dir)
@@ -68,6 +69,7 @@ def evaluate_variants(
             precision=precision,
             auto_cpu_precision=auto_cpu_precision,
             backend=backend,
+            auto_cpu_backend=auto_cpu_backend,
             report_path=output_dir / name / "inference_report.json",
             raise_on_failure=False,
             progress=False,

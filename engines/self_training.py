@@ -128,7 +128,7 @@ class PseudoLabelSelection:
         min_score: smallest score kept.
         top_fraction: largest fraction of the images kept.
         device: where the networks run.
-        precision, auto_cpu_precision, backend: how they run, as in
+        precision, auto_cpu_precision, backend, auto_cpu_backend: how they run, as in
             :class:`engines.inference.CaseInferenceWorkflow` (the bundle's inference settings).
     """
 
@@ -144,6 +144,7 @@ class PseudoLabelSelection:
         precision: str = "fp32",
         auto_cpu_precision: str = "bf16+channels_last",
         backend: str = "torch",
+        auto_cpu_backend: str = "torch",
     ) -> None:
         self.network = FlipViewProbabilities(models)
         self.datalist = list(datalist)
@@ -155,6 +156,7 @@ class PseudoLabelSelection:
         self.precision = precision
         self.auto_cpu_precision = auto_cpu_precision
         self.backend = backend
+        self.auto_cpu_backend = auto_cpu_backend
         self.cases: dict[str, dict[str, Any]] = {}
         self._pseudo: dict[str, np.ndarray] = {}
 
@@ -169,7 +171,8 @@ class PseudoLabelSelection:
         self.cases, self._pseudo = {}, {}
         workflow = CaseInferenceWorkflow(
             self.datalist, self.preprocessing, self.network, self._score, device=self.device, precision=self.precision,
-            auto_cpu_precision=self.auto_cpu_precision, backend=self.backend, raise_on_failure=False,
+            auto_cpu_precision=self.auto_cpu_precision, backend=self.backend, auto_cpu_backend=self.auto_cpu_backend,
+            raise_on_failure=False,
         )  # fmt: skip
         report = workflow.run()
         kept = select_cases({c: v["score"] for c, v in self.cases.items()}, self.min_score, self.top_fraction)

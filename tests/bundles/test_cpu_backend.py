@@ -18,6 +18,7 @@ AUTO_CPU_BACKEND = {
     "carotid_plaque_ultrasound": "openvino",
     "angioma_ultrasound_segmentation": "openvino",
     "retinal_oct_edema_segmentation": "torch",
+    "fetal_cervix_ultrasound_segmentation": "openvino",
 }
 WITH_BACKEND = sorted(
     path.parents[1].name

@@ -257,12 +257,12 @@ def test_cpu_settings_exist_resolve_and_reach_every_prediction(trained, dataset)
     parser = ConfigParser()
     parser.read_config(INFERENCE + [str(CONFIGS / "evaluate.json"), str(CONFIGS / "pseudo_labels.json")])
     for consumer in ("runner", "evaluation", "selection"):  # inference, evaluation, pseudo-label prediction
-        for key in ("precision", "auto_cpu_precision", "backend"):
+        for key in ("precision", "auto_cpu_precision", "backend", "auto_cpu_backend"):
             assert parser.get(f"{consumer}#{key}") == f"@{key}", (consumer, key)
     parser = ConfigParser()
     parser.read_config(INFERENCE)
-    assert (parser["precision"], parser["auto_cpu_precision"], parser["backend"]) == (
-        "auto", "bf16+channels_last", "torch")
+    assert (parser["precision"], parser["auto_cpu_precision"], parser["backend"], parser["auto_cpu_backend"]) == (
+        "auto", "bf16+channels_last", "auto", "openvino")
     assert "amp" not in parser
     parser.update({"input_dir": str(dataset / "test"), "runs_dir": str(trained / "self_training"), **NETS_TINY,
                    "device": "cpu"})
@@ -271,7 +271,8 @@ def test_cpu_settings_exist_resolve_and_reach_every_prediction(trained, dataset)
     assert runner.precision.name == ("bf16+channels_last" if cpu_has_native_bf16() else "fp32")
     # what scripts/benchmark.py prints as "inference.json's default here"
     default = _benchmark_script().default_path("fetal_cervix_ultrasound_segmentation", torch.device("cpu"))
-    assert default == {"precision": "auto", "path": runner.precision.name, "backend": "torch"}
+    assert runner.backend == "openvino"
+    assert default == {"precision": "auto", "path": runner.precision.name, "backend_setting": "auto", "backend": "openvino"}
 
 
 def test_fp32_inference_is_the_ensembles_exact_fp32_argmax(trained, tmp_path):

@@ -116,8 +116,9 @@ SPINE_TINY = {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "decoder_channel
               "classifier_stage_blocks": [1, 1, 1, 1], "window": 16, "vertebra_slices": 8, "vertebra_margin": 2,
               "vertebra_size": 16, "min_vertebra_voxels": 4}
 EXPORTS = {
-    # bundle: (weight settings -> network id of inference.json, network sizes (the recipe's when empty; the zoo's
-    # shape and TorchScript checks run on those), other run-time overrides that keep the test small)
+    # bundle: (weight settings -> network id of inference.json, network sizes (the recipe's when empty; else written
+    # into the exported inference.json, so the zoo's checks run on a tiny network_def), other run-time overrides that
+    # keep the test small)
     "carotid_plaque_ultrasound": ({"model_path": "network_def"}, {}, {}),
     "angioma_ultrasound_segmentation": ({"model_paths": "network_def"}, {}, {"tta": False}),
     "retinal_oct_edema_segmentation": (
@@ -151,13 +152,15 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
         p.read_text(encoding="utf-8") for p in (exported / "configs").glob("*.json"))
     assert "from networks" not in code and '"networks.' not in code
 
-    # the zoo's checks (ci/verify_bundle.py, full mode) through the MONAI functions it calls
+    # the zoo's checks (ci/verify_bundle.py, full mode) through the MONAI functions it calls, on network_def and
+    # models/model.pt; a tiny network's sizes are written into the exported inference.json, as a bundle of that size
     verify_metadata(meta_file=str(exported / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    if network:
+        inference = json.loads((exported / "configs" / "inference.json").read_text(encoding="utf-8"))
+        (exported / "configs" / "inference.json").write_text(json.dumps(inference | network), encoding="utf-8")
     clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     check = (
-        "import importlib.util; assert importlib.util.find_spec('networks') is None\n"
-    ) if network else (
-        "import sys; from monai.bundle import ckpt_export, load, verify_net_in_out\n"
+        "import sys, torch; from monai.bundle import ckpt_export, load, verify_net_in_out\n"
         "b = sys.argv[1]\n"
         "verify_net_in_out(net_id='network_def', meta_file=b + '/configs/metadata.json', "
         "config_file=b + '/configs/inference.json', bundle_root=b)\n"
@@ -165,6 +168,8 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
         "meta_file=b + '/configs/metadata.json', config_file=b + '/configs/inference.json', bundle_root=b)\n"
         "net = load(sys.argv[2], bundle_dir=sys.argv[3], workflow_type='inference', device='cpu')\n"
         "assert type(net).__module__.startswith('scripts.'), type(net)\n"
+        "saved, loaded = torch.load(b + '/models/model.pt', weights_only=True), net.state_dict()\n"
+        "assert saved.keys() == loaded.keys() and all(torch.equal(v, loaded[k]) for k, v in saved.items())\n"
         "import importlib.util; assert importlib.util.find_spec('networks') is None\n"
     )
     # run from the bundle folder (the zoo's convention) with nothing of this repository on sys.path

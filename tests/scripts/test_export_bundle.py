@@ -51,6 +51,7 @@ def test_code_moves_under_scripts_and_paths_under_bundle_root():
         "out": "$'runs/carotid/fold' + str(@fold)",
         "model_path": "runs/carotid/fold0/models/model.pt",
         "names": "$[x + '/data.json' for x in @dirs]",
+        "labels": "$@bundle_root + '/configs/labels.json'",  # inside the bundle already: kept
         "_meta_": {"changelog": "networks.magnet moved"},
     }
     assert rewrite_config(config) == {
@@ -60,6 +61,7 @@ def test_code_moves_under_scripts_and_paths_under_bundle_root():
         "out": "$@bundle_root + '/runs/carotid/fold' + str(@fold)",
         "model_path": "$@bundle_root + '/runs/carotid/fold0/models/model.pt'",
         "names": "$[x + '/data.json' for x in @dirs]",
+        "labels": "$@bundle_root + '/configs/labels.json'",
         "_meta_": {"changelog": "networks.magnet moved"},
     }
 
@@ -72,6 +74,13 @@ def test_bad_requests_stop_before_writing(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a data file names the setting it fills: it must not replace model_path
         main(["carotid_plaque_ultrasound", str(tmp_path / "out"), "--weights", "x.pt", "--file", "train.csv"])
     assert "SETTING=FILE" in capsys.readouterr().err
+    fake = tmp_path / "bundles" / "fake" / "configs"  # a path into the bundle folder not through @bundle_root
+    fake.mkdir(parents=True)
+    (fake / "metadata.json").write_text("{}", encoding="utf-8")
+    (fake / "inference.json").write_text(json.dumps({"bundle_root": "bundles/fake", "model_path": "x.pt",
+                                                     "labels": "$'bundles/fake/configs/labels.json'"}))
+    with pytest.raises(ValueError, match="labels .*@bundle_root"):
+        export_bundle("fake", tmp_path / "out", [("model_path", "x.pt")], bundles_dir=tmp_path / "bundles")
     (tmp_path / "exists").mkdir()
     assert main(["carotid_plaque_ultrasound", str(tmp_path / "exists"), "--weights", "x.pt"]) == 1
     assert "exists" in capsys.readouterr().err

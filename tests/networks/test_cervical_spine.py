@@ -59,7 +59,8 @@ def test_classifier_gives_eight_logits_per_crop_whatever_its_size():
 def test_both_networks_script_with_torchscript():
     # the Model Zoo's ci/verify_bundle.py exports network_def by scripting (monai.bundle ckpt_export, no trace)
     for model, x in [
-        (CervicalSpineUNet(decoder_channels=(8, 8, 8, 8), head_channels=8, **TINY).eval(), torch.rand(1, 1, 16, 32, 32)),
+        (CervicalSpineUNet(decoder_channels=(8, 8, 8, 8), head_channels=8, **TINY).eval(),
+         torch.rand(1, 1, 16, 32, 32)),
         (CervicalFractureClassifier("ip_csn_152", **TINY).eval(), torch.rand(1, 3, 8, 32, 32)),
     ]:
         with torch.no_grad():

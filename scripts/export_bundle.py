@@ -81,6 +81,8 @@ _PACKAGES = "|".join(LIBRARY_PACKAGES)
 _DOTTED_NAME = re.compile(rf"(?<![^\s(\[{{,=:$])((?:{_PACKAGES})(?:\.\w+)+)")
 _IMPORT_LINE = re.compile(rf"^(\s*)(from|import)(\s+)((?:{_PACKAGES})(?:\.\w+)*)\b", re.MULTILINE)
 _PATH_LITERAL = re.compile(r"(?<![\w/])'((?:%s)[^']*)'" % "|".join(re.escape(p) for p in REPOSITORY_PATH_PREFIXES))
+# a path into a bundle folder of the repository, which configs write as ``@bundle_root + '/...'`` instead
+_BUNDLE_FOLDER_PATH = re.compile(r"(?<![\w.])bundles/\w+")
 
 
 def _module_file(dotted: str, root: Path) -> Path | None:
@@ -326,6 +328,11 @@ def export_bundle(
         candidates = sorted(k for k in inference if "path" in k)
         raise ValueError(f"weight setting(s) {unknown} are not settings of {bundle}'s inference.json; "
                          f"its path settings: {candidates}")
+    for name, config in configs.items():
+        for key, value in _strings({k: v for k, v in config.items() if k not in ("_meta_", "bundle_root")}):
+            if _BUNDLE_FOLDER_PATH.search(value):
+                raise ValueError(f"{name}: {key} = {value!r} names a folder of bundles/, which the export does not "
+                                 "hold: write a path inside the bundle as @bundle_root + '/...'")
     metadata = configs.pop("metadata.json")
     closure = import_closure(modules_named_in_configs(configs.values()))
 

@@ -125,7 +125,8 @@ class CSNEncoder(nn.Module):
 
     Args:
         in_channels: input channels (3 for mmaction2's pretrained weights; the bundle repeats the 1-channel CT).
-        stage_blocks: bottleneck blocks per stage ((3, 4, 6, 3) for depth 50, (3, 8, 36, 3) for 152).
+        stage_blocks: bottleneck blocks of each of the four stages ((3, 4, 6, 3) for depth 50, (3, 8, 36, 3) for
+            152).
         bottleneck_mode: ``"ir"`` or ``"ip"`` (see :class:`CSNBottleneck`).
         base_channels: stem width; stage ``i`` has bottleneck width ``base_channels * 2**i`` and outputs four
             times that (narrow values give test and CPU-demo versions of the same network).
@@ -134,6 +135,7 @@ class CSNEncoder(nn.Module):
     """
 
     spatial_dims = 3
+    num_stages = 4
 
     def __init__(
         self,
@@ -145,10 +147,12 @@ class CSNEncoder(nn.Module):
         temporal_strides: Sequence[int] = (1, 2, 2, 2),
     ) -> None:
         super().__init__()
-        if not stage_blocks or not len(stage_blocks) == len(spatial_strides) == len(temporal_strides):
+        # four stages named in forward (not looked up by name) so that the encoder scripts with TorchScript, as
+        # the Model Zoo's ckpt_export check does; every mmaction2 CSN variant has four
+        if not len(stage_blocks) == len(spatial_strides) == len(temporal_strides) == self.num_stages:
             raise ValueError(
                 f"stage_blocks {tuple(stage_blocks)}, spatial_strides {tuple(spatial_strides)} and temporal_strides "
-                f"{tuple(temporal_strides)} must be non-empty and of equal length"
+                f"{tuple(temporal_strides)} must be of equal length {self.num_stages} (mmaction2's layer1..layer4)"
             )
         self.in_channels = in_channels
         self.conv1 = ConvModule3d(in_channels, base_channels, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3))
@@ -157,7 +161,6 @@ class CSNEncoder(nn.Module):
         reductions = [(1, 2, 2)]
         reduction = (1, 4, 4)  # after the max pool
         inplanes = base_channels
-        self.res_layers: list[str] = []
         for i, (blocks, s, t) in enumerate(zip(stage_blocks, spatial_strides, temporal_strides)):
             planes = base_channels * 2**i
             layer = nn.Sequential(
@@ -173,7 +176,6 @@ class CSNEncoder(nn.Module):
             )
             inplanes = planes * CSNBottleneck.expansion
             self.add_module(f"layer{i + 1}", layer)
-            self.res_layers.append(f"layer{i + 1}")
             reduction = (reduction[0] * t, reduction[1] * s, reduction[2] * s)
             channels.append(inplanes)
             reductions.append(reduction)
@@ -183,15 +185,18 @@ class CSNEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"CSNEncoder expects a (B, {self.in_channels}, D, H, W) volume, got shape {tuple(x.shape)} "
+                f"CSNEncoder expects a (B, {self.in_channels}, D, H, W) volume, got shape {list(x.shape)} "
                 "(mmaction2's weights take 3 channels: repeat a 1-channel CT 3 times)"
             )
         x = self.conv1(x)
         features = [x]
-        x = self.maxpool(x)
-        for name in self.res_layers:
-            x = getattr(self, name)(x)
-            features.append(x)
+        x = self.layer1(self.maxpool(x))
+        features.append(x)
+        x = self.layer2(x)
+        features.append(x)
+        x = self.layer3(x)
+        features.append(x)
+        features.append(self.layer4(x))
         return features
 
     def remap_pretrained_keys(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -56,6 +56,17 @@ def test_classifier_gives_eight_logits_per_crop_whatever_its_size():
         assert model(torch.randn(*shape)).shape == (shape[0], 8)
 
 
+def test_both_networks_script_with_torchscript():
+    # the Model Zoo's ci/verify_bundle.py exports network_def by scripting (monai.bundle ckpt_export, no trace)
+    for model, x in [
+        (CervicalSpineUNet(decoder_channels=(8, 8, 8, 8), head_channels=8, **TINY).eval(),
+         torch.rand(1, 1, 16, 32, 32)),
+        (CervicalFractureClassifier("ip_csn_152", **TINY).eval(), torch.rand(1, 3, 8, 32, 32)),
+    ]:
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.script(model)(x), model(x))
+
+
 def test_class_prior_sets_the_initial_class_frequencies():
     prior = [0.9] + [0.1 / 7] * 7
     model = CervicalSpineUNet(decoder_channels=(16, 8, 8, 8), head_channels=8, class_prior=prior, **TINY)

@@ -66,6 +66,7 @@ def test_code_moves_under_scripts_and_paths_under_bundle_root():
         "out": "$'runs/carotid/fold' + str(@fold)",
         "model_path": "runs/carotid/fold0/models/model.pt",
         "names": "$[x + '/data.json' for x in @dirs]",
+        "labels": "$@bundle_root + '/configs/labels.json'",  # inside the bundle already: kept
         "_meta_": {"changelog": "networks.magnet moved"},
     }
     assert rewrite_config(config) == {
@@ -75,6 +76,7 @@ def test_code_moves_under_scripts_and_paths_under_bundle_root():
         "out": "$@bundle_root + '/runs/carotid/fold' + str(@fold)",
         "model_path": "$@bundle_root + '/runs/carotid/fold0/models/model.pt'",
         "names": "$[x + '/data.json' for x in @dirs]",
+        "labels": "$@bundle_root + '/configs/labels.json'",
         "_meta_": {"changelog": "networks.magnet moved"},
     }
 
@@ -87,6 +89,13 @@ def test_bad_requests_stop_before_writing(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a data file names the setting it fills: it must not replace model_path
         main(["carotid_plaque_ultrasound", str(tmp_path / "out"), "--weights", "x.pt", "--file", "train.csv"])
     assert "SETTING=FILE" in capsys.readouterr().err
+    fake = tmp_path / "bundles" / "fake" / "configs"  # a path into the bundle folder not through @bundle_root
+    fake.mkdir(parents=True)
+    (fake / "metadata.json").write_text("{}", encoding="utf-8")
+    (fake / "inference.json").write_text(json.dumps({"bundle_root": "bundles/fake", "model_path": "x.pt",
+                                                     "labels": "$'bundles/fake/configs/labels.json'"}))
+    with pytest.raises(ValueError, match="labels .*@bundle_root"):
+        export_bundle("fake", tmp_path / "out", [("model_path", "x.pt")], bundles_dir=tmp_path / "bundles")
     (tmp_path / "exists").mkdir()
     assert main(["carotid_plaque_ultrasound", str(tmp_path / "exists"), "--weights", "x.pt"]) == 1
     assert "exists" in capsys.readouterr().err
@@ -131,8 +140,9 @@ SPINE_TINY = {"base_channels": 4, "stage_blocks": [1, 1, 1, 1], "decoder_channel
               "classifier_stage_blocks": [1, 1, 1, 1], "window": 16, "vertebra_slices": 8, "vertebra_margin": 2,
               "vertebra_size": 16, "min_vertebra_voxels": 4}
 EXPORTS = {
-    # bundle: (weight settings -> network id of inference.json, network sizes (the recipe's when empty; the zoo's
-    # shape and TorchScript checks run on those), other run-time overrides that keep the test small)
+    # bundle: (weight settings -> network id of inference.json, network sizes (the recipe's when empty; else written
+    # into the exported inference.json, so the zoo's checks run on a tiny network_def), other run-time overrides that
+    # keep the test small)
     "carotid_plaque_ultrasound": ({"model_path": "network_def"}, {}, {}),
     "angioma_ultrasound_segmentation": ({"model_paths": "network_def"}, {}, {"tta": False}),
     "retinal_oct_edema_segmentation": (
@@ -168,13 +178,15 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
         p.read_text(encoding="utf-8") for p in (exported / "configs").glob("*.json"))
     assert "from networks" not in code and '"networks.' not in code
 
-    # the zoo's checks (ci/verify_bundle.py, full mode) through the MONAI functions it calls
+    # the zoo's checks (ci/verify_bundle.py, full mode) through the MONAI functions it calls, on network_def and
+    # models/model.pt; a tiny network's sizes are written into the exported inference.json, as a bundle of that size
     verify_metadata(meta_file=str(exported / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    if network:
+        inference = json.loads((exported / "configs" / "inference.json").read_text(encoding="utf-8"))
+        (exported / "configs" / "inference.json").write_text(json.dumps(inference | network), encoding="utf-8")
     clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     check = (
-        "import importlib.util; assert importlib.util.find_spec('networks') is None\n"
-    ) if network else (
-        "import sys; from monai.bundle import ckpt_export, load, verify_net_in_out\n"
+        "import sys, torch; from monai.bundle import ckpt_export, load, verify_net_in_out\n"
         "b = sys.argv[1]\n"
         "verify_net_in_out(net_id='network_def', meta_file=b + '/configs/metadata.json', "
         "config_file=b + '/configs/inference.json', bundle_root=b)\n"
@@ -182,6 +194,8 @@ def test_exported_bundle_runs_alone_loads_and_passes_the_zoo_checks(bundle, tmp_
         "meta_file=b + '/configs/metadata.json', config_file=b + '/configs/inference.json', bundle_root=b)\n"
         "net = load(sys.argv[2], bundle_dir=sys.argv[3], workflow_type='inference', device='cpu')\n"
         "assert type(net).__module__.startswith('scripts.'), type(net)\n"
+        "saved, loaded = torch.load(b + '/models/model.pt', weights_only=True), net.state_dict()\n"
+        "assert saved.keys() == loaded.keys() and all(torch.equal(v, loaded[k]) for k, v in saved.items())\n"
         "import importlib.util; assert importlib.util.find_spec('networks') is None\n"
     )
     # run from the bundle folder (the zoo's convention) with nothing of this repository on sys.path

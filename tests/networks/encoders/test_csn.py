@@ -117,7 +117,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="equal length"):
         CSNEncoder(stage_blocks=(1, 1), base_channels=4)
     assert set(CSN_VARIANTS) == {"ir_csn_50", "ir_csn_152", "ip_csn_152"}
-    with pytest.raises(ValueError, match=r"\(B, 3, D, H, W\).*\(1, 1, 8, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"\(B, 3, D, H, W\).*\[1, 1, 8, 32, 32\]"):
         CSNEncoder(**TINY)(torch.rand(1, 1, 8, 32, 32))
 
 

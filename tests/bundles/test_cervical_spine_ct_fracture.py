@@ -353,3 +353,22 @@ def test_a_missing_runtime_package_is_named(dataset, random_models, tmp_path, mo
         parser.get_parsed_content("segmentation_models")
     message = error_summary(failure.value)
     assert "'openvino'" in message and "pip install openvino" in message
+
+
+def test_the_docs_torchscript_export_command_writes_a_traced_network(tmp_path):
+    """``monai.bundle ckpt_export network_def ... --use_trace True`` as the bundle docs give it (tiny sizes): the
+    TorchScript file loads and gives the eager network's output at another valid size than the traced one."""
+    torch.manual_seed(0)
+    sizes = {k: INFER[k] for k in ("base_channels", "stage_blocks", "decoder_channels", "head_channels")}
+    network = CervicalSpineUNet(**sizes).eval()
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    command = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "seg.ts"),
+               "--ckpt_file", str(tmp_path / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"),
+               "--config_file", str(CONFIGS / "inference.json"), "--use_trace", "True",
+               "--input_shape", "[1, 1, 16, 32, 32]", *[f"--{k}={json.dumps(v)}" for k, v in sizes.items()]]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    traced = torch.jit.load(tmp_path / "seg.ts")
+    x = torch.randn(2, 1, 32, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), network(x))

@@ -64,6 +64,9 @@ QUICK_DECODER = {"decoder_channels": (8, 8, 8, 8), "head_channels": 8}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of this benchmark (besides the script's common ones)."""
     parser.add_argument("--slices", type=int, help="slices of the segmented study after [::2] (default 192)")
+    parser.add_argument("--window", type=int, help="sliding-window slices (default inference.json's 384)")
+    parser.add_argument("--crop", type=int, nargs=2, metavar=("SLICES", "SIZE"),
+                        help="classifier crop: slices and side (default inference.json's 40 256)")
     parser.add_argument("--train-batch", type=int, help="training batch (default the recipe's 4)")
     parser.add_argument("--train-steps", type=int, default=4, help="timed training steps after one warm-up step")
     parser.add_argument("--skip-training", action="store_true", help="leave out section 4")
@@ -82,8 +85,8 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     seg, ir, ip = _networks(args.quick)
     size = args.image_size or (32 if args.quick else INFERENCE["image_size"])
     slices = args.slices or (24 if args.quick else 192)
-    window = 16 if args.quick else INFERENCE["window"]
-    crop = (8, 32) if args.quick else (INFERENCE["vertebra_slices"], INFERENCE["vertebra_size"])
+    window = args.window or (16 if args.quick else INFERENCE["window"])
+    crop = args.crop or ((8, 32) if args.quick else (INFERENCE["vertebra_slices"], INFERENCE["vertebra_size"]))
     _parameters(seg, ir, ip, report)
     _segmentation(seg.eval().to(device), size, slices, window, args, device, report)
     _classification(ir.eval().to(device), crop, args, device, report)

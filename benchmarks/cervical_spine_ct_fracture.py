@@ -54,8 +54,10 @@ BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "cervical_spi
 INFERENCE = ConfigParser.load_config_file(BUNDLE_CONFIGS / "inference.json")
 TRAIN = ConfigParser.load_config_file(BUNDLE_CONFIGS / "train.json")
 #: benchmark path -> the ``precision`` setting of inference.json that runs it (the PyTorch eager paths)
-PRECISION_PATHS = {"fp32": "fp32", "channels_last": "fp32+channels_last", "bf16": "bf16",
-                   "bf16+channels_last": "bf16+channels_last", "fp16": "fp16", "fp16+channels_last": "fp16+channels_last"}  # fmt: skip
+PRECISION_PATHS = {
+    "fp32": "fp32", "channels_last": "fp32+channels_last", "bf16": "bf16", "bf16+channels_last": "bf16+channels_last",
+    "fp16": "fp16", "fp16+channels_last": "fp16+channels_last",
+}  # fmt: skip
 #: ``--quick``: tiny networks and volumes, so that a test runs the whole benchmark in seconds
 QUICK_SIZES = {"base_channels": 4, "stage_blocks": (1, 1, 1, 1)}
 QUICK_DECODER = {"decoder_channels": (8, 8, 8, 8), "head_channels": 8}
@@ -138,8 +140,11 @@ def _paths(title: str, key: str, candidates: dict[str, Candidate], example: torc
     results = benchmark_paths(candidates, example, compare, warmup=args.warmup, repeats=args.repeats, log=report.line)
     fastest = pick_fastest(results, args.min_agreement)
     torch_fastest = pick_fastest(results, args.min_agreement, require=lambda r: r.name in PRECISION_PATHS)
-    section.update(paths=[r.as_dict() for r in results], fastest=None if fastest is None else fastest.name,
-                   fastest_precision=None if torch_fastest is None else PRECISION_PATHS[torch_fastest.name])  # fmt: skip
+    section.update(
+        paths=[r.as_dict() for r in results],
+        fastest=None if fastest is None else fastest.name,
+        fastest_precision=None if torch_fastest is None else PRECISION_PATHS[torch_fastest.name],
+    )
     report.table(
         ["path", "median s", "agreement", "peak MB", "status / note"],
         [[r.name, None if r.median_ms is None else f"{r.median_ms / 1000:.3f}",

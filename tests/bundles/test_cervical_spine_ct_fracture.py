@@ -44,6 +44,8 @@ TRAIN_SEG = SEG | {"crop_slices": 16, "val_window": 16, "num_workers": 0, "datas
 TRAIN_CLS = CROP | {"classifier_base_channels": 4, "classifier_stage_blocks": [1, 1, 1, 1], "classifier_image_size": 32, "num_workers": 0,
                     "dataset_multiplier": 1, "batch_size": 2, "max_epochs": 2, "num_folds": 2, "fold": 0,
                     "average_top_k": 2}  # fmt: skip
+#: the UNet's size settings (of SEG) that the tests build it with directly
+UNET_SIZES = ("base_channels", "stage_blocks", "decoder_channels", "head_channels")
 INFER = SEG | CROP | {"classifier_image_size": 32, "window": 16, "classifier_base_channels": 4,
                       "classifier_stage_blocks": [1, 1, 1, 1]}  # fmt: skip
 
@@ -278,7 +280,7 @@ def random_models(tmp_path_factory) -> dict:
     backend reproduces trivially."""
     folder = tmp_path_factory.mktemp("random_models")
     torch.manual_seed(0)
-    seg = CervicalSpineUNet(**{k: INFER[k] for k in ("base_channels", "stage_blocks", "decoder_channels", "head_channels")})
+    seg = CervicalSpineUNet(**{k: INFER[k] for k in UNET_SIZES})
     with torch.no_grad():
         logits = seg.head[-1].conv
         logits.bias.sub_(seg.eval()(torch.randn(1, 1, 16, 32, 32)).mean((0, 2, 3, 4)))
@@ -312,8 +314,7 @@ def test_precision_wraps_each_fold_model_and_the_runner_adds_nothing(dataset, ra
 def test_fp32_runs_the_fold_models_exactly(dataset, random_models, tmp_path):
     parser = _inference_parser(dataset, random_models, tmp_path, precision="fp32")
     (runtime,) = parser.get_parsed_content("segmentation_models")
-    model = CervicalSpineUNet(**{k: INFER[k] for k in ("base_channels", "stage_blocks", "decoder_channels",
-                                                      "head_channels")})  # fmt: skip
+    model = CervicalSpineUNet(**{k: INFER[k] for k in UNET_SIZES})
     model.load_state_dict(torch.load(random_models["segmentation_model_paths"][0], weights_only=True))
     x = torch.randn(1, 1, 16, 32, 32)
     with torch.inference_mode():
@@ -359,13 +360,14 @@ def test_the_docs_torchscript_export_command_writes_a_traced_network(tmp_path):
     """``monai.bundle ckpt_export network_def ... --use_trace True`` as the bundle docs give it (tiny sizes): the
     TorchScript file loads and gives the eager network's output at another valid size than the traced one."""
     torch.manual_seed(0)
-    sizes = {k: INFER[k] for k in ("base_channels", "stage_blocks", "decoder_channels", "head_channels")}
+    sizes = {k: INFER[k] for k in UNET_SIZES}
     network = CervicalSpineUNet(**sizes).eval()
     torch.save(network.state_dict(), tmp_path / "model.pt")
-    command = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "seg.ts"),
-               "--ckpt_file", str(tmp_path / "model.pt"), "--meta_file", str(CONFIGS / "metadata.json"),
-               "--config_file", str(CONFIGS / "inference.json"), "--use_trace", "True",
-               "--input_shape", "[1, 1, 16, 32, 32]", *[f"--{k}={json.dumps(v)}" for k, v in sizes.items()]]  # fmt: skip
+    command = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+               "--filepath", str(tmp_path / "seg.ts"), "--ckpt_file", str(tmp_path / "model.pt"),
+               "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+               "--use_trace", "True", "--input_shape", "[1, 1, 16, 32, 32]",
+               *[f"--{k}={json.dumps(v)}" for k, v in sizes.items()]]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     traced = torch.jit.load(tmp_path / "seg.ts")

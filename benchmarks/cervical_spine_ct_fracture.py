@@ -5,8 +5,11 @@ docs/README.md).
    the ir-CSN-152 and ip-CSN-152 classifiers (trunk / head).
 2. Segmentation per study: the bundle's sliding window over the slices (``window`` slices, overlap ``overlap``,
    Gaussian weights, softmax as ``inference.json``'s ensemble) on a z-scored volume of ``--slices`` x S x S
-   (default: 192 slices after the [::2] subsampling, 256 x 256), through every path of
-   ``benchmarks.common.candidate_paths`` wrapped in the sliding window; agreement = argmax agreement with fp32.
+   (default: 192 slices after the [::2] subsampling, 256 x 256); every path of
+   ``benchmarks.common.candidate_paths`` (PyTorch precisions, TorchScript, compile, ONNX Runtime, OpenVINO) is
+   built on the UNet alone and run inside the Python sliding window, as ``inference.json`` runs each fold model
+   (an ONNX export of the whole window loop would bake the study's size into the graph); agreement = argmax
+   agreement with fp32.
 3. Classification per vertebra: one ``(1, 3, 40, 256, 256)`` crop through the ir-CSN-152 classifier, every path;
    agreement = the same fracture decision (sigmoid >= 0.5) on all 8 outputs.
 4. Training samples/s of stage 1: the bundle's ``SupervisedTrainer`` (focal + Jaccard loss, AdamW, gradient
@@ -32,6 +35,7 @@ from monai.inferers import SlidingWindowInferer
 from torch import nn
 
 from benchmarks.common import (
+    Candidate,
     Report,
     StepClock,
     benchmark_paths,
@@ -49,6 +53,11 @@ __all__ = ["add_arguments", "run"]
 BUNDLE_CONFIGS = Path(__file__).resolve().parents[1] / "bundles" / "cervical_spine_ct_fracture" / "configs"
 INFERENCE = ConfigParser.load_config_file(BUNDLE_CONFIGS / "inference.json")
 TRAIN = ConfigParser.load_config_file(BUNDLE_CONFIGS / "train.json")
+#: benchmark path -> the ``precision`` setting of inference.json that runs it (the PyTorch eager paths)
+PRECISION_PATHS = {
+    "fp32": "fp32", "channels_last": "fp32+channels_last", "bf16": "bf16", "bf16+channels_last": "bf16+channels_last",
+    "fp16": "fp16", "fp16+channels_last": "fp16+channels_last",
+}  # fmt: skip
 #: ``--quick``: tiny networks and volumes, so that a test runs the whole benchmark in seconds
 QUICK_SIZES = {"base_channels": 4, "stage_blocks": (1, 1, 1, 1)}
 QUICK_DECODER = {"decoder_channels": (8, 8, 8, 8), "head_channels": 8}
@@ -57,6 +66,9 @@ QUICK_DECODER = {"decoder_channels": (8, 8, 8, 8), "head_channels": 8}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of this benchmark (besides the script's common ones)."""
     parser.add_argument("--slices", type=int, help="slices of the segmented study after [::2] (default 192)")
+    parser.add_argument("--window", type=int, help="sliding-window slices (default inference.json's 384)")
+    parser.add_argument("--crop", type=int, nargs=2, metavar=("SLICES", "SIZE"),
+                        help="classifier crop: slices and side (default inference.json's 40 256)")
     parser.add_argument("--train-batch", type=int, help="training batch (default the recipe's 4)")
     parser.add_argument("--train-steps", type=int, default=4, help="timed training steps after one warm-up step")
     parser.add_argument("--skip-training", action="store_true", help="leave out section 4")
@@ -75,8 +87,8 @@ def run(args: argparse.Namespace, device: torch.device, report: Report) -> None:
     seg, ir, ip = _networks(args.quick)
     size = args.image_size or (32 if args.quick else INFERENCE["image_size"])
     slices = args.slices or (24 if args.quick else 192)
-    window = 16 if args.quick else INFERENCE["window"]
-    crop = (8, 32) if args.quick else (INFERENCE["vertebra_slices"], INFERENCE["vertebra_size"])
+    window = args.window or (16 if args.quick else INFERENCE["window"])
+    crop = args.crop or ((8, 32) if args.quick else (INFERENCE["vertebra_slices"], INFERENCE["vertebra_size"]))
     _parameters(seg, ir, ip, report)
     _segmentation(seg.eval().to(device), size, slices, window, args, device, report)
     _classification(ir.eval().to(device), crop, args, device, report)
@@ -105,25 +117,34 @@ def _decision_agreement(reference: torch.Tensor, output: torch.Tensor) -> dict[s
     return {"agreement": ((reference.float() >= 0) == (output.float() >= 0)).float().mean().item()}
 
 
-class _SlidingWindow(nn.Module):
-    """The network under the bundle's sliding window with softmax: one study in, class probabilities out."""
+def _in_sliding_window(candidate: Candidate, window: int, overlap: float, mode: str) -> Candidate:
+    """``candidate`` (a path built on the UNet alone) run by the bundle's sliding window, softmax after it: one
+    study in, class probabilities out."""
+    inferer = SlidingWindowInferer(roi_size=[window, -1, -1], overlap=[overlap, 0.0, 0.0], mode=mode)
 
-    def __init__(self, network: nn.Module, window: int, overlap: float, mode: str) -> None:
-        super().__init__()
-        self.network = network
-        self.inferer = SlidingWindowInferer(roi_size=[window, -1, -1], overlap=[overlap, 0.0, 0.0], mode=mode)
+    def build() -> tuple[Any, str]:
+        network, note = candidate.build()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.inferer(x, self.network), dim=1)
+        @torch.inference_mode()  # the path's outputs are inference tensors, which the window sums in place
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(inferer(x, network), dim=1)
+
+        return run, note
+
+    return Candidate(candidate.name, build, skip=candidate.skip)
 
 
-def _paths(title: str, key: str, model: nn.Module, example: torch.Tensor, compare, args, report: Report) -> None:
+def _paths(title: str, key: str, candidates: dict[str, Candidate], example: torch.Tensor, compare, args,
+           report: Report) -> None:  # fmt: skip
     section = report.section(key, title)
-    candidates = candidate_paths(model, example, skip_compile=args.skip_compile)
-    candidates.pop("torchscript", None)  # the sliding window and the CSN shape checks are not scriptable
     results = benchmark_paths(candidates, example, compare, warmup=args.warmup, repeats=args.repeats, log=report.line)
     fastest = pick_fastest(results, args.min_agreement)
-    section.update(paths=[r.as_dict() for r in results], fastest=None if fastest is None else fastest.name)
+    torch_fastest = pick_fastest(results, args.min_agreement, require=lambda r: r.name in PRECISION_PATHS)
+    section.update(
+        paths=[r.as_dict() for r in results],
+        fastest=None if fastest is None else fastest.name,
+        fastest_precision=None if torch_fastest is None else PRECISION_PATHS[torch_fastest.name],
+    )
     report.table(
         ["path", "median s", "agreement", "peak MB", "status / note"],
         [[r.name, None if r.median_ms is None else f"{r.median_ms / 1000:.3f}",
@@ -134,19 +155,27 @@ def _paths(title: str, key: str, model: nn.Module, example: torch.Tensor, compar
     if fastest is not None:
         report.line(f"fastest path with agreement >= {100 * args.min_agreement:g} %: {fastest.name} "
                     f"({fastest.median_ms / 1000:.3f} s, {fastest.speedup:.2f}x fp32)")  # fmt: skip
+    if torch_fastest is not None:
+        report.line(f"fastest PyTorch precision (inference.json's auto_cpu_precision candidate): "
+                    f"{PRECISION_PATHS[torch_fastest.name]} ({torch_fastest.speedup:.2f}x fp32)")  # fmt: skip
 
 
 def _segmentation(seg, size, slices, window, args, device, report: Report) -> None:
     example = torch.randn(1, 1, slices, size, size, device=device)
-    model = _SlidingWindow(seg, window, INFERENCE["overlap"], INFERENCE["sw_mode"])
+    window_example = torch.randn(1, 1, min(window, slices), size, size, device=device)
+    candidates = {
+        name: _in_sliding_window(candidate, window, INFERENCE["overlap"], INFERENCE["sw_mode"])
+        for name, candidate in candidate_paths(seg, window_example, skip_compile=args.skip_compile).items()
+    }
     title = f"2. Segmentation per study: {slices} slices x {size} x {size}, window {window}"
-    _paths(title, "segmentation", model, example, _argmax_agreement, args, report)
+    _paths(title, "segmentation", candidates, example, _argmax_agreement, args, report)
 
 
 def _classification(classifier, crop, args, device, report: Report) -> None:
     example = torch.randn(1, 3, crop[0], crop[1], crop[1], device=device)
     title = f"3. Classification per vertebra crop {list(example.shape)} (ir-CSN-152)"
-    _paths(title, "classification", classifier, example, _decision_agreement, args, report)
+    candidates = candidate_paths(classifier, example, skip_compile=args.skip_compile)
+    _paths(title, "classification", candidates, example, _decision_agreement, args, report)
 
 
 def _training(seg: nn.Module, size: int, args, device, report: Report) -> None:

@@ -112,6 +112,14 @@ def _memory_format(ndim: int) -> torch.memory_format:
     return torch.channels_last_3d if ndim == 5 else torch.channels_last
 
 
+def _to_channels_last(network: nn.Module) -> None:
+    """Weights of 2-D layers in channels_last and of 3-D layers in channels_last_3d (``Module.to`` takes one
+    format and fails on the 5-D weights of a 3-D network when given channels_last)."""
+    for tensor in (*network.parameters(), *network.buffers()):
+        if tensor.ndim in (4, 5):
+            tensor.data = tensor.data.contiguous(memory_format=_memory_format(tensor.ndim))
+
+
 class TorchRuntime(nn.Module):
     """The network run by PyTorch in ``precision``: input (and weights) in channels_last if asked, the network
     under ``torch.autocast`` when a dtype is given, the output returned as fp32."""
@@ -122,7 +130,7 @@ class TorchRuntime(nn.Module):
         self.precision = precision
         self.device_type = torch.device(device).type
         if precision.channels_last:
-            self.network.to(memory_format=torch.channels_last)
+            _to_channels_last(self.network)
 
     @property
     def description(self) -> str:

@@ -21,4 +21,7 @@ def test_quick_run_reports_parameters_segmentation_classification_and_training(t
     for key in ("segmentation", "classification"):
         paths = {p["name"]: p for p in sections[key]["paths"]}
         assert paths["fp32"]["agreement"] == 1.0 and sections[key]["fastest"] is not None
+        assert sections[key]["fastest_precision"] is not None
+        for runtime in ("onnxruntime", "openvino"):  # each fold model exported alone, run inside the window
+            assert paths[runtime]["status"] == "ok" and paths[runtime]["agreement"] >= 0.995, paths[runtime]
     assert set(sections["training"]["samples_per_second"]) == {"bare loop", "bundle trainer"}

@@ -21,9 +21,11 @@ from data.synthetic.cervical_spine_ct_fracture import generate, write_dicom_seri
 from engines.inference import InferenceFailed
 from formats.rsna_cervical import read_submission
 from networks.cervical_spine import CervicalFractureClassifier, CervicalSpineUNet
+from networks.runtime import OnnxRuntimeNetwork, OpenVINONetwork, TorchRuntime
 from tests.bundles.workflow import missing_workflow_properties, run_bundle
 from transforms.rsna_cervical import SaveVertebraMapd, PreprocessStudyd
 from utils.errors import error_summary
+from utils.precision import Precision, resolve_precision
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "cervical_spine_ct_fracture" / "configs"
@@ -42,6 +44,8 @@ TRAIN_SEG = SEG | {"crop_slices": 16, "val_window": 16, "num_workers": 0, "datas
 TRAIN_CLS = CROP | {"classifier_base_channels": 4, "classifier_stage_blocks": [1, 1, 1, 1], "classifier_image_size": 32, "num_workers": 0,
                     "dataset_multiplier": 1, "batch_size": 2, "max_epochs": 2, "num_folds": 2, "fold": 0,
                     "average_top_k": 2}  # fmt: skip
+#: the UNet's size settings (of SEG) that the tests build it with directly
+UNET_SIZES = ("base_channels", "stage_blocks", "decoder_channels", "head_channels")
 INFER = SEG | CROP | {"classifier_image_size": 32, "window": 16, "classifier_base_channels": 4,
                       "classifier_stage_blocks": [1, 1, 1, 1]}  # fmt: skip
 
@@ -267,3 +271,106 @@ def test_configs_expose_monais_train_and_inference_workflow_properties(dataset, 
     assert missing_workflow_properties(
         INFERENCE, "inference", input_dir=str(dataset / "test_images"), output_dir=str(tmp_path / "pred"),
         prior_csv=str(dataset / "train.csv"), **_models(runs), **INFER) == []
+
+
+@pytest.fixture(scope="module")
+def random_models(tmp_path_factory) -> dict:
+    """Tiny random segmentation and classifier weights; the UNet's logits centred per class (on a random volume) so
+    that its argmax varies over the volume: an untrained net otherwise labels one class everywhere, which any
+    backend reproduces trivially."""
+    folder = tmp_path_factory.mktemp("random_models")
+    torch.manual_seed(0)
+    seg = CervicalSpineUNet(**{k: INFER[k] for k in UNET_SIZES})
+    with torch.no_grad():
+        logits = seg.head[-1].conv
+        logits.bias.sub_(seg.eval()(torch.randn(1, 1, 16, 32, 32)).mean((0, 2, 3, 4)))
+    classifier = CervicalFractureClassifier("ir_csn_152", base_channels=4, stage_blocks=[1, 1, 1, 1])
+    torch.save(seg.state_dict(), folder / "seg.pt")
+    torch.save(classifier.state_dict(), folder / "ir.pt")
+    return {"segmentation_model_paths": [str(folder / "seg.pt")], "ir_model_paths": [str(folder / "ir.pt")],
+            "ip_model_paths": []}  # fmt: skip
+
+
+def _inference_parser(dataset: Path, models: dict, out: Path, **override):
+    return ConfigWorkflow(config_file=INFERENCE, workflow_type=None, input_dir=str(dataset / "test_images"),
+                          output_dir=str(out), prior_csv=str(dataset / "train.csv"), **models,
+                          **(INFER | override)).parser  # fmt: skip
+
+
+def test_precision_wraps_each_fold_model_and_the_runner_adds_nothing(dataset, random_models, tmp_path):
+    """The precision and backend settings apply to each fold model inside the sliding window (and to each
+    classifier); the runner runs the ensemble as it is (fp32, torch), so nothing is wrapped twice."""
+    parser = _inference_parser(dataset, random_models, tmp_path, precision="bf16+channels_last")
+    for key in ("segmentation_models", "classifier_models"):
+        (model,) = parser.get_parsed_content(key)
+        assert isinstance(model, TorchRuntime) and model.precision == Precision(torch.bfloat16, channels_last=True)
+    runner = parser.get_parsed_content("runner")
+    assert (runner.precision, runner.backend) == (Precision(), "torch")
+    auto = _inference_parser(dataset, random_models, tmp_path)
+    expected = resolve_precision("auto", "cpu", auto["auto_cpu_precision"])
+    assert auto.get_parsed_content("segmentation_models")[0].precision == expected
+
+
+def test_fp32_runs_the_fold_models_exactly(dataset, random_models, tmp_path):
+    parser = _inference_parser(dataset, random_models, tmp_path, precision="fp32")
+    (runtime,) = parser.get_parsed_content("segmentation_models")
+    model = CervicalSpineUNet(**{k: INFER[k] for k in UNET_SIZES})
+    model.load_state_dict(torch.load(random_models["segmentation_model_paths"][0], weights_only=True))
+    x = torch.randn(1, 1, 16, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(runtime(x), model.eval()(x))
+    with pytest.raises(RuntimeError) as failure:  # MONAI's config parser wraps the ValueError
+        _inference_parser(dataset, random_models, tmp_path, precision="fp64").get_parsed_content("segmentation_models")
+    assert error_summary(failure.value).startswith("ValueError: precision 'fp64'")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_backends_agree_with_torch_fp32_through_the_inference_config(dataset, random_models, tmp_path, backend):
+    """Each fold model is exported to ONNX alone (the sliding window stays in Python): the label maps agree with
+    PyTorch fp32 on >= 99.5 % of the voxels and the fracture probabilities within 1e-3."""
+    outputs = {}
+    for name in ("torch", backend):
+        out = tmp_path / name
+        workflow = run_bundle(INFERENCE, input_dir=str(dataset / "test_images"), output_dir=str(out),
+                              prior_csv=str(dataset / "train.csv"), precision="fp32", backend=name,
+                              **random_models, **INFER)  # fmt: skip
+        outputs[name] = out
+        if name != "torch":
+            runtime = OnnxRuntimeNetwork if backend == "onnxruntime" else OpenVINONetwork
+            assert all(isinstance(m, runtime) for m in workflow.parser.get_parsed_content("segmentation_models"))
+    reference, other = (read_submission(outputs[n] / "submission.csv") for n in ("torch", backend))
+    assert sorted(reference) == sorted(other)
+    for study in reference:
+        maps = [np.asarray(nib.load(outputs[n] / f"{study}_vertebrae.nii.gz").dataobj) for n in ("torch", backend)]
+        assert len(np.unique(maps[0])) > 2, "the random network should label several classes"
+        assert (maps[0] == maps[1]).mean() >= 0.995
+        np.testing.assert_allclose(other[study], reference[study], atol=1e-3)
+
+
+def test_a_missing_runtime_package_is_named(dataset, random_models, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    parser = _inference_parser(dataset, random_models, tmp_path, backend="openvino")
+    with pytest.raises(RuntimeError) as failure:  # MONAI's config parser wraps the error of the expression
+        parser.get_parsed_content("segmentation_models")
+    message = error_summary(failure.value)
+    assert "'openvino'" in message and "pip install openvino" in message
+
+
+def test_the_docs_torchscript_export_command_writes_a_traced_network(tmp_path):
+    """``monai.bundle ckpt_export network_def ... --use_trace True`` as the bundle docs give it (tiny sizes): the
+    TorchScript file loads and gives the eager network's output at another valid size than the traced one."""
+    torch.manual_seed(0)
+    sizes = {k: INFER[k] for k in UNET_SIZES}
+    network = CervicalSpineUNet(**sizes).eval()
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    command = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+               "--filepath", str(tmp_path / "seg.ts"), "--ckpt_file", str(tmp_path / "model.pt"),
+               "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+               "--use_trace", "True", "--input_shape", "[1, 1, 16, 32, 32]",
+               *[f"--{k}={json.dumps(v)}" for k, v in sizes.items()]]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    traced = torch.jit.load(tmp_path / "seg.ts")
+    x = torch.randn(2, 1, 32, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), network(x))

@@ -90,3 +90,25 @@ def test_pretrained_mmaction2_weights_load_into_both_networks(tmp_path):
     unet = CervicalSpineUNet(variant="ir_csn_152", pretrained_path=str(path), decoder_channels=(8, 8, 8, 8),
                              head_channels=8, **TINY)  # fmt: skip
     torch.testing.assert_close(unet.encoder.conv1.conv.weight, reference.encoder.conv1.conv.weight + 1)
+
+
+def test_traced_networks_match_eager_at_other_valid_sizes_and_refuse_invalid_ones():
+    """TorchScript by tracing (the CSN trunk checks shapes in Python, which scripting refuses): traced at one size,
+    the UNet gives the eager output for any batch and any size whose slices are a multiple of 8 and whose rows and
+    columns are multiples of 32 (its strides); other sizes fail loudly (the decoder's resize to an odd skip is a
+    Python branch that the trace recorded as not taken). The classifier (global max pool) takes any size."""
+    torch.manual_seed(0)
+    unet = CervicalSpineUNet(base_channels=4, stage_blocks=[1, 1, 1, 1], decoder_channels=[8, 8, 8, 8],
+                             head_channels=8).eval()  # fmt: skip
+    classifier = CervicalFractureClassifier(base_channels=4, stage_blocks=[1, 1, 1, 1]).eval()
+    with torch.no_grad():
+        traced_unet = torch.jit.trace(unet, torch.randn(1, 1, 16, 32, 32))
+        traced_classifier = torch.jit.trace(classifier, torch.randn(1, 3, 8, 32, 32))
+        for shape in [(2, 1, 32, 64, 64), (1, 1, 24, 64, 96)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(traced_unet(x), unet(x))
+        with pytest.raises(RuntimeError):
+            traced_unet(torch.randn(1, 1, 20, 48, 48))
+        for shape in [(3, 3, 16, 64, 64), (2, 3, 10, 40, 24)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(traced_classifier(x), classifier(x))

@@ -41,6 +41,17 @@ def _tta_ensemble() -> torch.nn.Module:
     return ProbabilityEnsemble(members, activation="softmax", inferer=FlipTTAInferer(batch_variants=True)).eval()
 
 
+def test_channels_last_puts_3d_weights_in_channels_last_3d():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 2, 1)).eval()
+    x = torch.randn(1, 1, 4, 8, 8)
+    with torch.inference_mode():
+        reference = net(x)
+        output = TorchRuntime(net, Precision(channels_last=True))(x)
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in net.parameters() if p.ndim == 5)
+    torch.testing.assert_close(output, reference)
+
+
 NETWORKS = {"magnet": (_magnet, 2), "retinal_fusion": (_retinal_fusion, 3), "tta_ensemble": (_tta_ensemble, 1)}
 
 

@@ -19,6 +19,7 @@ AUTO_CPU_BACKEND = {
     "angioma_ultrasound_segmentation": "openvino",
     "retinal_oct_edema_segmentation": "torch",
     "fetal_cervix_ultrasound_segmentation": "openvino",
+    "cervical_spine_ct_fracture": "openvino",
 }
 WITH_BACKEND = sorted(
     path.parents[1].name
@@ -41,4 +42,8 @@ def test_backend_auto_resolves_to_the_bundles_cpu_choice_and_reaches_the_workflo
     assert resolve_backend(parser["backend"], "cpu", auto_cpu) == auto_cpu  # every runtime is in requirements.txt
     assert resolve_backend(parser["backend"], "cuda", auto_cpu) == "torch"
     runner = parser["runner"]
-    assert (runner["backend"], runner["auto_cpu_backend"]) == ("@backend", "@auto_cpu_backend")
+    if "model_backend" in parser:  # each fold model wrapped by its runtime, the sliding window left in Python
+        assert parser["model_backend"] == "$resolve_backend(@backend, @device, @auto_cpu_backend)"
+        assert parser["runtime"]["backend"] == "@model_backend" and runner["backend"] == "torch"
+    else:
+        assert (runner["backend"], runner["auto_cpu_backend"]) == ("@backend", "@auto_cpu_backend")

@@ -17,7 +17,7 @@ BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 AUTO_CPU_BACKEND = {
     "carotid_plaque_ultrasound": "openvino",
     "angioma_ultrasound_segmentation": "openvino",
-    "retinal_oct_edema_segmentation": "torch",
+    "retinal_oct_edema_segmentation": "openvino",
     "fetal_cervix_ultrasound_segmentation": "openvino",
     "cervical_spine_ct_fracture": "openvino",
 }

@@ -309,7 +309,7 @@ def test_precision_wraps_each_fold_model_and_the_runner_adds_nothing(dataset, ra
     auto = _inference_parser(dataset, random_models, tmp_path)
     expected = resolve_precision("auto", "cpu", auto["auto_cpu_precision"])
     (model,) = auto.get_parsed_content("segmentation_models")
-    assert isinstance(model, OpenVINONetwork) and model.precision == expected  # backend auto on the CPU
+    assert isinstance(model, TorchRuntime) and model.precision == expected  # backend auto on the CPU: torch
 
 
 def test_fp32_runs_the_fold_models_exactly(dataset, random_models, tmp_path):

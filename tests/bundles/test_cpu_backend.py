@@ -19,7 +19,7 @@ AUTO_CPU_BACKEND = {
     "angioma_ultrasound_segmentation": "openvino",
     "retinal_oct_edema_segmentation": "openvino",
     "fetal_cervix_ultrasound_segmentation": "openvino",
-    "cervical_spine_ct_fracture": "openvino",
+    "cervical_spine_ct_fracture": "torch",
 }
 WITH_BACKEND = sorted(
     path.parents[1].name

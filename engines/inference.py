@@ -28,7 +28,7 @@ from monai.inferers import Inferer, SimpleInferer
 from tqdm import tqdm
 
 from engines.prepare_batch import to_plain_tensor
-from networks.runtime import build_runtime, resolve_backend
+from networks.runtime import build_runtime, resolve_backend, runtime_descriptions
 from transforms.writers import CaseWriterd
 from utils.atomic import atomic_group, write_text_atomic
 from utils.errors import error_summary
@@ -277,7 +277,9 @@ class CaseInferenceWorkflow:
         self._check_output_folders()
         self.network.to(self.device).eval()
         runtime = build_runtime(self.network, self.backend, self.precision, self.device)
-        logger.info("network run by %s on %s", runtime.description, self.device)
+        # models wrapped one by one inside the network (a sliding window kept in Python) say how they really run
+        inner = runtime_descriptions(self.network)
+        logger.info("network run by %s on %s", "; ".join(inner) if inner else runtime.description, self.device)
         cases = tqdm(self.datalist, desc="inference", unit="case", disable=not self.progress)
         for index, item in enumerate(cases):
             name = self._case_name(item, index)

@@ -43,6 +43,7 @@ __all__ = [
     "build_runtime",
     "import_runtime",
     "resolve_backend",
+    "runtime_descriptions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,14 @@ class OpenVINONetwork(_ExportedNetwork):
             config = {"INFERENCE_PRECISION_HINT": self.inference_precision, "INFERENCE_NUM_THREADS": self.threads}
             self.compiled[shape] = self.core.compile_model(model, "CPU", config)
         return self.compiled[shape](array)[0]
+
+
+def runtime_descriptions(network: nn.Module) -> list[str]:
+    """What runs the runtimes wrapped inside ``network`` (distinct descriptions, in the order met): a bundle that
+    keeps its sliding window in Python wraps each fold model by :func:`build_runtime` instead of the whole
+    network, and its log should say how those run. Empty when ``network`` holds none."""
+    descriptions = (m.description for m in network.modules() if isinstance(m, (TorchRuntime, _ExportedNetwork)))
+    return list(dict.fromkeys(descriptions))
 
 
 def build_runtime(

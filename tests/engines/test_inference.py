@@ -8,8 +8,10 @@ from monai.transforms import Compose
 
 from data.listing import CaseList
 from engines.inference import CaseInferenceWorkflow, InferenceFailed, OutputNotWritable, find_writers
+from networks.runtime import build_runtime
 from transforms.writers import CaseWriterd
 from utils.atomic import write_text_atomic
+from utils.precision import resolve_precision
 
 
 def _load(item: dict) -> dict:
@@ -254,6 +256,18 @@ def test_backend_auto_runs_the_bundles_cpu_backend_on_the_cpu(caplog):
     with torch.inference_mode():
         torch.testing.assert_close(pred, net(image[None])[0], atol=1e-4, rtol=1e-3)
     assert _conv_workflow({}, backend="auto")[0].backend == "torch"  # no auto_cpu_backend: torch
+
+
+def test_the_log_says_how_models_wrapped_inside_the_network_run(caplog):
+    """A network whose models are wrapped one by one (the sliding window kept in Python) is run as it is; the log
+    names the inner runtimes' precision, not the outer fp32 pass-through."""
+    written = {}
+    workflow, net = _conv_workflow(written, precision="fp32")
+    workflow.network = torch.nn.Sequential(build_runtime(net, "torch", resolve_precision("bf16+channels_last", "cpu")))
+    with caplog.at_level("INFO", logger="engines.inference"):
+        workflow.run()
+    messages = [record.getMessage() for record in caplog.records]
+    assert "network run by torch in bf16+channels_last on cpu" in messages
 
 
 def test_a_wrong_backend_stops_the_workflow_naming_the_valid_values():

@@ -295,10 +295,9 @@ def test_fp32_inference_is_the_ensembles_exact_fp32_argmax(trained, tmp_path):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_runtime_backends_agree_with_torch_fp32_on_images_of_two_sizes(backend, trained, tmp_path):
     # the logit ensemble exported to ONNX once (dynamic axes), then run on a size it was not traced on
-    pytest.importorskip(backend)  # openvino is optional (onnxruntime is in requirements.txt)
     cases = _mixed_size_cases(tmp_path / "cases")
     common = {"input_dir": str(cases), "runs_dir": str(trained / "self_training"), "precision": "fp32", **NETS_TINY}
-    run_bundle(INFERENCE, output_dir=str(tmp_path / "torch"), **common)
+    run_bundle(INFERENCE, output_dir=str(tmp_path / "torch"), backend="torch", **common)
     run_bundle(INFERENCE, output_dir=str(tmp_path / backend), backend=backend, **common)
     reference, runtime = _labels(tmp_path / "torch"), _labels(tmp_path / backend)
     assert set(runtime) == set(reference) == {"even", "odd"}
@@ -313,6 +312,7 @@ def test_runtime_backends_agree_with_torch_fp32_on_images_of_two_sizes(backend, 
         ("precision", "fp33", "precision 'fp33' is not 'auto' or '<dtype>[+channels_last]'"),
         ("auto_cpu_precision", "int8", "precision 'int8' is not 'auto' or '<dtype>[+channels_last]'"),
         ("backend", "tensorrt", "backend 'tensorrt' is not one of"),
+        ("auto_cpu_backend", "tensorrt", "auto_cpu_backend 'tensorrt' is not one of"),
     ],
 )
 def test_a_wrong_setting_stops_the_run_naming_it(config, setting, value, message, trained, dataset, tmp_path):
